@@ -1,0 +1,34 @@
+"""User-facing errors and the command-line wrapper that turns them into one clean line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class InputError(Exception):
+    """A problem with what the user gave us (a path, a file's content, an option).
+
+    Command lines print its message as one line on stderr and exit with code 2, without a
+    traceback. Library callers can catch it like any exception.
+    """
+
+
+def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Decorate a command-line ``main``: ``InputError`` -> one line + exit code 2, Ctrl-C -> 130."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            rc = main(*args, **kwargs)
+        except InputError as exc:
+            message = " ".join(str(exc).split())
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        return 0 if rc is None else int(rc)
+
+    return wrapper
