@@ -1,0 +1,1 @@
+"""Data preparation: Retail Rocket conversion, pre-split import, synthetic data, dataset registry."""
