@@ -1,0 +1,459 @@
+"""Import pre-split session data (the COTREC/DHCN Retail Rocket split) as RecBole benchmark files.
+
+Input: a folder holding one of two forms of the same data (DESIGN.md §3):
+
+- text (checked first): ``train_sessions.txt``, one training session per line, item ids
+  separated by spaces, oldest first; ``test.tsv``, tab-separated with the header
+  ``session_id timestamp prefix target`` (timestamp in unix seconds, prefix = space-separated
+  item ids, oldest first), one row per published (prefix -> target) test case;
+- the public release's pickles: ``all_train_seq.txt``, a pickled list of sessions (lists of
+  item ids); ``test.txt``, a pickled tuple ``(prefixes, targets)``. Copies that add session ids
+  and/or timestamps as extra list(s) are accepted: an extra list whose values are all numbers in
+  the unix-seconds range 1e9..1e11 (or milliseconds, 1e12..1e14) is taken as timestamps, any
+  other as session ids. The pickles are read with an unpickler that refuses every global (no
+  class, function or module is ever looked up) and the result must consist of lists, tuples,
+  ints (and floats/str/None for timestamps and ids) only.
+
+Output in ``out_dir`` (``name`` = the folder's name): ``name.train.inter``, ``name.valid.inter``,
+``name.test.inter`` (pre-augmented benchmark files, see ``benchmark_files``) and
+``name.stats.json``, written atomically, the stats file last. The split:
+
+- test: exactly the published cases, one row each, in the file's order of sessions and, within
+  a session, by prefix length (time order); the prefix keeps its most recent
+  ``max_prefix_length`` items (0 = all). No case is added or dropped (the published test
+  sessions give no case with a one-item prefix, and none is made up);
+- valid: the last ``valid_fraction`` of the training sessions in file order (rounded to the
+  nearest session count), every session of n items giving its n - 1 cases;
+- train: the other training sessions, likewise.
+
+Session ids (token field): training sessions are ``t<k>`` and validation sessions ``v<k>``, where
+k is the session's 1-based position in the training file; test rows keep the test file's own
+ids, or ``x<k>`` (k = 1-based case position) where the file has none.
+
+Timestamps (``timestamp:float``, seconds): test rows carry the file's timestamp. The training
+file has no times: train and valid rows carry a placeholder, the 0-based position of the target
+event among all events of the training file (so 0.000, 1.000, ...): monotone in file order and
+far before any real time, never a real time. A pickled test file without timestamps gets the
+same kind of placeholder, continuing after the training file's events.
+
+Caching: the stats file records the SHA-256 of the input files and the parameters; a later call
+with the same inputs and parameters returns the recorded stats without rewriting anything
+(``force=True`` rebuilds).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recbole_srgnn.data.benchmark_files import Cases, sessions_to_cases, write_cases
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.files import atomic_outputs, sha256_of
+
+FORMAT_VERSION = 1
+
+TEXT_FILES = ("train_sessions.txt", "test.tsv")
+PICKLE_FILES = ("all_train_seq.txt", "test.txt")
+TEST_HEADER = ["session_id", "timestamp", "prefix", "target"]
+
+
+# ------------------------------------------------------------------------- restricted unpickling
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that never resolves a global: only built-in containers and scalars load.
+
+    Pickle opcodes can build lists, tuples, dicts, sets, numbers, strings and bytes by
+    themselves; everything else (classes, functions such as ``os.system``, numpy arrays) needs
+    ``find_class``, which is refused here. ``persistent_load`` is refused as well.
+    """
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refusing a persistent id")
+
+
+def restricted_load(path: Path) -> Any:
+    """Unpickle ``path`` with ``RestrictedUnpickler``; any failure is an ``InputError``."""
+    data = path.read_bytes()
+    if not data:
+        raise InputError(f"{path} is empty")
+    try:
+        return RestrictedUnpickler(io.BytesIO(data)).load()
+    except Exception as exc:  # any failure of untrusted bytes is bad input
+        raise InputError(f"{path} is not a pickle of plain lists and numbers: "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def _check_plain(obj: Any, path: Path) -> None:
+    """Only list/tuple/int/float/str/None (bool excluded) anywhere in ``obj``."""
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif value is None or isinstance(value, str) or (
+                isinstance(value, (int, float)) and not isinstance(value, bool)):
+            continue
+        else:
+            raise InputError(f"{path} holds a {type(value).__name__}; only lists, tuples, "
+                             f"numbers and strings are accepted")
+
+
+# ----------------------------------------------------------------------------------- the reading
+
+def _item_ids(values, where: str) -> list[int]:
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer() and value >= 0:
+                raise InputError(f"{where}: item id {value!r} is a float, not an integer")
+            raise InputError(f"{where}: item id {value!r} is not a non-negative integer")
+        if value < 0:
+            raise InputError(f"{where}: item id {value} is negative")
+        out.append(value)
+    return out
+
+
+def _parse_ids(text: str, where: str) -> list[int]:
+    tokens = text.split(" ")
+    if any(not (t.isascii() and t.isdigit()) for t in tokens):
+        bad = next(t for t in tokens if not (t.isascii() and t.isdigit()))
+        raise InputError(f"{where}: {bad!r} is not a non-negative integer item id "
+                         f"(ids are separated by single spaces)")
+    return [int(t) for t in tokens]
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text: {exc}") from None
+    if not text.strip():
+        raise InputError(f"{path} is empty")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _read_text_train(path: Path) -> list[list[int]]:
+    sessions = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            raise InputError(f"{path} line {number} is empty (one session per line)")
+        sessions.append(_parse_ids(line.strip(), f"{path} line {number}"))
+    return sessions
+
+
+def _read_text_test(path: Path) -> dict[str, list]:
+    lines = _read_lines(path)
+    header = lines[0].split("\t")
+    if header != TEST_HEADER:
+        raise InputError(f"{path}: header must be {chr(9).join(TEST_HEADER)!r} (tab-separated), "
+                         f"got {lines[0]!r}")
+    if len(lines) < 2:
+        raise InputError(f"{path} has no test cases")
+    ids, times, prefixes, targets = [], [], [], []
+    for number, line in enumerate(lines[1:], start=2):
+        where = f"{path} line {number}"
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise InputError(f"{where}: expected 4 tab-separated fields, got {len(fields)}")
+        sid, stamp, prefix, target = fields
+        if not sid or sid != sid.strip() or " " in sid:
+            raise InputError(f"{where}: session id {sid!r} is empty or contains spaces")
+        ids.append(sid)
+        times.append(_seconds_to_ms(stamp, where))
+        if not prefix.strip():
+            raise InputError(f"{where}: empty prefix")
+        prefixes.append(_parse_ids(prefix.strip(), where))
+        targets.append(_parse_ids(target.strip(), where) if target.strip() else [])
+        if len(targets[-1]) != 1:
+            raise InputError(f"{where}: target must be one item id, got {target!r}")
+        targets[-1] = targets[-1][0]
+    return {"session_id": ids, "timestamp_ms": times, "prefix": prefixes, "target": targets}
+
+
+def _seconds_to_ms(value, where: str) -> int:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: timestamp {value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InputError(f"{where}: timestamp {value!r} is not a valid time")
+    return int(round(seconds * 1000.0))
+
+
+def _read_pickle_train(path: Path) -> list[list[int]]:
+    data = restricted_load(path)
+    _check_plain(data, path)
+    if not isinstance(data, (list, tuple)) or not data:
+        raise InputError(f"{path} must hold a non-empty list of sessions (lists of item ids)")
+    sessions = []
+    for k, session in enumerate(data, start=1):
+        if not isinstance(session, (list, tuple)) or not session:
+            raise InputError(f"{path}: session {k} is not a non-empty list of item ids")
+        sessions.append(_item_ids(session, f"{path} session {k}"))
+    return sessions
+
+
+def _looks_like_times(values: list) -> str | None:
+    """'s' or 'ms' if every value is a number in a plausible unix-time range, else None."""
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    lo, hi = min(values), max(values)
+    if 1e9 <= lo and hi < 1e11:
+        return "s"
+    if 1e12 <= lo and hi < 1e14:
+        return "ms"
+    return None
+
+
+def _read_pickle_test(path: Path) -> dict[str, list]:
+    data = restricted_load(path)
+    _check_plain(data, path)
+    if not isinstance(data, (list, tuple)) or not 2 <= len(data) <= 4:
+        raise InputError(f"{path} must hold a tuple (prefixes, targets[, session ids][, timestamps])")
+    prefixes_raw, targets_raw, *extra = data
+    if not isinstance(prefixes_raw, (list, tuple)) or not isinstance(targets_raw, (list, tuple)):
+        raise InputError(f"{path}: prefixes and targets must be lists")
+    n = len(prefixes_raw)
+    if n == 0:
+        raise InputError(f"{path} has no test cases")
+    if len(targets_raw) != n:
+        raise InputError(f"{path}: {n} prefixes but {len(targets_raw)} targets")
+    prefixes = []
+    for k, prefix in enumerate(prefixes_raw, start=1):
+        if not isinstance(prefix, (list, tuple)) or not prefix:
+            raise InputError(f"{path}: prefix {k} is not a non-empty list of item ids")
+        prefixes.append(_item_ids(prefix, f"{path} prefix {k}"))
+    targets = _item_ids(targets_raw, f"{path} targets")
+    ids = times = None
+    for column in extra:
+        if not isinstance(column, (list, tuple)) or len(column) != n:
+            raise InputError(f"{path}: an extra column is not a list of {n} values")
+        unit = _looks_like_times(list(column))
+        if unit is not None and times is None:
+            scale = 1.0 if unit == "ms" else 1000.0
+            times = [int(round(float(v) * scale)) for v in column]
+        elif unit is None and ids is None:
+            ids = []
+            for v in column:
+                if v is None or isinstance(v, float) or isinstance(v, (list, tuple)):
+                    raise InputError(f"{path}: session id {v!r} is not an integer or string")
+                token = str(v)
+                if not token or any(c.isspace() for c in token):
+                    raise InputError(f"{path}: session id {token!r} is empty or has spaces")
+                ids.append(token)
+        else:
+            raise InputError(f"{path}: cannot tell which extra column holds session ids and "
+                             f"which holds timestamps")
+    return {"session_id": ids, "timestamp_ms": times, "prefix": prefixes, "target": targets}
+
+
+def detect_format(source: Path) -> tuple[str, tuple[Path, Path]]:
+    """('text' | 'pickle', (train file, test file)) for a source folder; InputError otherwise."""
+    if not source.exists():
+        raise InputError(f"pre-split source folder {source} does not exist")
+    if not source.is_dir():
+        raise InputError(f"pre-split source {source} is not a folder (expected a folder with "
+                         f"{' + '.join(TEXT_FILES)} or {' + '.join(PICKLE_FILES)})")
+    for kind, names in (("text", TEXT_FILES), ("pickle", PICKLE_FILES)):
+        paths = tuple(source / n for n in names)
+        if all(p.is_file() for p in paths):
+            return kind, paths  # type: ignore[return-value]
+    present = sorted(p.name for p in source.iterdir())
+    raise InputError(f"{source} holds neither {' + '.join(TEXT_FILES)} nor "
+                     f"{' + '.join(PICKLE_FILES)} (found: {', '.join(present) or 'nothing'})")
+
+
+# ------------------------------------------------------------------------------------- the import
+
+def output_paths(out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    name = out_dir.name
+    return {part: out_dir / f"{name}.{part}.{'json' if part == 'stats' else 'inter'}"
+            for part in ("train", "valid", "test", "stats")}
+
+
+def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_length: int = 50,
+                    force: bool = False, progress: bool = True) -> dict:
+    """Write ``out_dir/<name>.{train,valid,test}.inter`` + ``.stats.json`` from a pre-split folder.
+
+    See the module doc for formats, split, ids and timestamps. Returns the stats (also written
+    to the stats file); reuses the existing files when the stats file records the same input
+    checksums and parameters, unless ``force``. Bad input raises ``InputError`` and writes
+    nothing.
+    """
+    started = time.monotonic()
+    source = Path(source)
+    out_dir = Path(out_dir)
+    try:
+        valid_fraction = float(valid_fraction)
+    except (TypeError, ValueError):
+        raise InputError(f"valid_fraction must be a number, got {valid_fraction!r}") from None
+    if not 0.0 < valid_fraction < 1.0:
+        raise InputError(f"valid_fraction must be between 0 and 1 (exclusive), got {valid_fraction}")
+    if isinstance(max_prefix_length, bool) or int(max_prefix_length) != max_prefix_length \
+            or max_prefix_length < 0:
+        raise InputError(f"max_prefix_length must be a non-negative integer (0 = keep all), "
+                         f"got {max_prefix_length!r}")
+    max_prefix_length = int(max_prefix_length)
+
+    kind, (train_path, test_path) = detect_format(source)
+    say = _reporter(progress)
+    inputs = {p.name: sha256_of(p) for p in (train_path, test_path)}
+    params = {"valid_fraction": valid_fraction, "max_prefix_length": max_prefix_length}
+    paths = output_paths(out_dir)
+    if not force:
+        cached = _cached_stats(paths, inputs, params)
+        if cached is not None:
+            say(f"{paths['stats'].parent}: up to date (same inputs and parameters), reused")
+            return cached
+
+    say(f"reading {train_path}")
+    sessions = _read_text_train(train_path) if kind == "text" else _read_pickle_train(train_path)
+    say(f"reading {test_path}")
+    test = _read_text_test(test_path) if kind == "text" else _read_pickle_test(test_path)
+
+    n_sessions = len(sessions)
+    n_valid = int(round(n_sessions * valid_fraction))
+    if n_valid < 1 or n_valid >= n_sessions:
+        raise InputError(f"valid_fraction {valid_fraction} of {n_sessions} training sessions "
+                         f"leaves an empty training or validation part")
+    n_train = n_sessions - n_valid
+
+    lengths = np.fromiter((len(s) for s in sessions), dtype=np.int64, count=n_sessions)
+    events = np.fromiter((i for s in sessions for i in s), dtype=np.int64, count=int(lengths.sum()))
+    session_index = np.repeat(np.arange(n_sessions, dtype=np.int64), lengths)
+    ordinal_ms = np.arange(len(events), dtype=np.int64) * 1000
+    cut = int(lengths[:n_train].sum())
+    train_cases = _with_string_ids(sessions_to_cases(session_index[:cut], events[:cut],
+                                                     ordinal_ms[:cut]), "t")
+    valid_cases = _with_string_ids(sessions_to_cases(session_index[cut:], events[cut:],
+                                                     ordinal_ms[cut:]), "v")
+    if len(train_cases) == 0 or len(valid_cases) == 0:
+        raise InputError(f"the training sessions give {len(train_cases)} training and "
+                         f"{len(valid_cases)} validation cases; both must be non-empty")
+    test_cases = _test_cases(test, first_placeholder=len(events))
+    clash = set(np.unique(test_cases.session_id)) & (
+        set(np.unique(train_cases.session_id)) | set(np.unique(valid_cases.session_id)))
+    if clash:
+        raise InputError(f"test session ids clash with the generated train/valid ids "
+                         f"(t<k>/v<k>), e.g. {sorted(clash)[0]!r}")
+
+    train_items = np.unique(events[:cut])
+    stats = {
+        "name": out_dir.name,
+        "format_version": FORMAT_VERSION,
+        "kind": "presplit",
+        "source": {"path": str(source.resolve()), "format": kind},
+        "inputs": inputs,
+        "params": params,
+        "timestamps": ("test: the file's times; train/valid: placeholder = 0-based position of "
+                       "the target event in the training file, in seconds"
+                       + ("" if test["timestamp_ms"] is not None else
+                          "; test (file has no times): placeholder continuing after train")),
+        "splits": {
+            "train": _split_stats(train_cases, events[:cut], n_train, max_prefix_length),
+            "valid": _split_stats(valid_cases, events[cut:], n_valid, max_prefix_length),
+            "test": _split_stats(test_cases, None, None, max_prefix_length),
+        },
+        "items": int(len(np.unique(np.concatenate([events, test_cases.items, test_cases.target])))),
+        "items_train": int(len(train_items)),
+        "test_targets_not_in_train": int((~np.isin(test_cases.target, train_items)).sum()),
+        "valid_targets_not_in_train": int((~np.isin(valid_cases.target, train_items)).sum()),
+        "test_one_item_prefixes": int((test_cases.prefix_lengths() == 1).sum()),
+    }
+
+    say(f"writing {paths['train'].parent}")
+    with atomic_outputs([paths["train"], paths["valid"], paths["test"], paths["stats"]]) as tmp:
+        write_cases(tmp[0], train_cases, max_prefix_length=max_prefix_length)
+        write_cases(tmp[1], valid_cases, max_prefix_length=max_prefix_length)
+        write_cases(tmp[2], test_cases, max_prefix_length=max_prefix_length)
+        stats["seconds"] = round(time.monotonic() - started, 3)
+        tmp[3].write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    s = stats["splits"]
+    say(f"done: train {s['train']['cases']} / valid {s['valid']['cases']} / test "
+        f"{s['test']['cases']} cases, {stats['items']} items")
+    return stats
+
+
+def _reporter(progress: bool):
+    def say(message: str) -> None:
+        if progress:
+            print(f"[presplit] {message}", file=sys.stderr, flush=True)
+    return say
+
+
+def _cached_stats(paths: dict[str, Path], inputs: dict, params: dict) -> dict | None:
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    try:
+        stats = json.loads(paths["stats"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (isinstance(stats, dict) and stats.get("format_version") == FORMAT_VERSION
+            and stats.get("kind") == "presplit" and stats.get("inputs") == inputs
+            and stats.get("params") == params):
+        return stats
+    return None
+
+
+def _with_string_ids(cases: Cases, letter: str) -> Cases:
+    """Session ids ``<letter><1-based position in the training file>``."""
+    ids = np.char.add(letter, (cases.session_id + 1).astype(str)) if len(cases) else \
+        np.zeros(0, dtype="<U1")
+    return Cases(cases.items, cases.start, cases.end, cases.target, ids, cases.timestamp_ms)
+
+
+def _test_cases(test: dict[str, list], *, first_placeholder: int) -> Cases:
+    prefixes = test["prefix"]
+    n = len(prefixes)
+    lengths = np.fromiter((len(p) for p in prefixes), dtype=np.int64, count=n)
+    if test["session_id"] is None:
+        ids = np.char.add("x", np.arange(1, n + 1).astype(str))
+    else:
+        ids = np.asarray(test["session_id"], dtype=str)
+    if test["timestamp_ms"] is None:
+        stamps = (first_placeholder + np.arange(n, dtype=np.int64)) * 1000
+    else:
+        stamps = np.asarray(test["timestamp_ms"], dtype=np.int64)
+    # Rows grouped by session (first appearance order), time order (= prefix length) within.
+    _, first_seen, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.lexsort((np.arange(n), lengths, first_seen[inverse]))
+    pool = np.fromiter((i for k in order for i in prefixes[k]), dtype=np.int64,
+                       count=int(lengths.sum()))
+    end = np.cumsum(lengths[order])
+    return Cases(items=pool, start=end - lengths[order], end=end,
+                 target=np.asarray(test["target"], dtype=np.int64)[order],
+                 session_id=ids[order], timestamp_ms=stamps[order])
+
+
+def _split_stats(cases: Cases, events: np.ndarray | None, n_sessions: int | None,
+                 max_prefix_length: int) -> dict:
+    lengths = cases.prefix_lengths()
+    out = {
+        "sessions": int(n_sessions) if n_sessions is not None else int(len(np.unique(cases.session_id))),
+        "cases": int(len(cases)),
+    }
+    if events is None:  # test: items over prefixes and targets
+        events = np.concatenate([cases.items, cases.target])
+    else:
+        out["events"] = int(len(events))
+    out.update({
+        "items": int(len(np.unique(events))),
+        "max_prefix_length_seen": int(lengths.max()) if len(lengths) else 0,
+        "prefixes_truncated": int((lengths > max_prefix_length).sum()) if max_prefix_length else 0,
+    })
+    return out
