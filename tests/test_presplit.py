@@ -116,7 +116,11 @@ def test_text_source_gives_published_test_cases_and_session_splits(tmp_path):
                                        "max_prefix_length_seen": 5, "prefixes_truncated": 2}
     assert stats["splits"]["train"]["sessions"] == 8 and stats["splits"]["valid"]["sessions"] == 2
     assert stats["splits"]["train"]["cases"] == len(train) == 2 + 1 + 3 + 0 + 2 + 1 + 3 + 4
-    assert json.loads(paths["stats"].read_text()) == stats
+    assert stats["reused"] is False
+    recorded = json.loads(paths["stats"].read_text())
+    assert recorded == {k: v for k, v in stats.items() if k != "reused"}
+    assert recorded["files"]["test"] == {"name": "toy.test.inter", "rows": 6,
+                                         "bytes": paths["test"].stat().st_size}
 
 
 def test_keep_whole_prefixes_with_zero(tmp_path):
@@ -303,7 +307,10 @@ def test_cache_reuse_force_and_invalidation(tmp_path):
     # same inputs and parameters: nothing rewritten, same stats
     os.utime(paths["train"], ns=(1, 1))
     again = import_presplit(source, out, valid_fraction=0.2, progress=False)
-    assert again == first
+    assert again["reused"] is True and first["reused"] is False
+    drop = ("reused", "elapsed_s")
+    assert {k: v for k, v in again.items() if k not in drop} == \
+        {k: v for k, v in first.items() if k not in drop}
     assert paths["train"].stat().st_mtime_ns == 1
     # force rebuilds
     import_presplit(source, out, valid_fraction=0.2, force=True, progress=False)
@@ -317,10 +324,14 @@ def test_cache_reuse_force_and_invalidation(tmp_path):
     changed = import_presplit(source, out, valid_fraction=0.3, progress=False)
     assert changed["inputs"] != other["inputs"]
     assert changed["splits"]["train"]["sessions"] + changed["splits"]["valid"]["sessions"] == 11
-    # a missing output file rebuilds
+    # a missing or damaged output file rebuilds
     paths["valid"].unlink()
-    import_presplit(source, out, valid_fraction=0.3, progress=False)
+    assert import_presplit(source, out, valid_fraction=0.3, progress=False)["reused"] is False
     assert paths["valid"].is_file()
+    with open(paths["test"], "a") as handle:
+        handle.write("junk\n")
+    assert import_presplit(source, out, valid_fraction=0.3, progress=False)["reused"] is False
+    assert "junk" not in paths["test"].read_text()
     assert set(stamps) == set(paths)
 
 

@@ -36,9 +36,10 @@ event among all events of the training file (so 0.000, 1.000, ...): monotone in 
 far before any real time, never a real time. A pickled test file without timestamps gets the
 same kind of placeholder, continuing after the training file's events.
 
-Caching: the stats file records the SHA-256 of the input files and the parameters; a later call
-with the same inputs and parameters returns the recorded stats without rewriting anything
-(``force=True`` rebuilds).
+Caching: the stats file records the SHA-256 of the input files, the parameters and the sizes of
+the outputs; a later call with the same inputs and parameters, finding the outputs intact,
+returns the recorded stats without rewriting anything (``force=True`` rebuilds). The returned
+dict adds ``reused`` (and ``elapsed_s`` of this call), like ``convert_events``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from recbole_srgnn.data.benchmark_files import Cases, sessions_to_cases, write_c
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs, sha256_of
 
-FORMAT_VERSION = 1
+FORMAT = "recbole-srgnn/presplit-benchmark-v1"
 
 TEXT_FILES = ("train_sessions.txt", "test.tsv")
 PICKLE_FILES = ("all_train_seq.txt", "test.txt")
@@ -292,7 +293,7 @@ def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_
 
     See the module doc for formats, split, ids and timestamps. Returns the stats (also written
     to the stats file); reuses the existing files when the stats file records the same input
-    checksums and parameters, unless ``force``. Bad input raises ``InputError`` and writes
+    checksums and parameters (``reused`` tells), unless ``force``. Bad input raises ``InputError`` and writes
     nothing.
     """
     started = time.monotonic()
@@ -318,8 +319,8 @@ def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_
     if not force:
         cached = _cached_stats(paths, inputs, params)
         if cached is not None:
-            say(f"{paths['stats'].parent}: up to date (same inputs and parameters), reused")
-            return cached
+            say(f"reusing the import in {out_dir} (same inputs and parameters)")
+            return dict(cached, reused=True, elapsed_s=round(time.monotonic() - started, 3))
 
     say(f"reading {train_path}")
     sessions = _read_text_train(train_path) if kind == "text" else _read_pickle_train(train_path)
@@ -354,9 +355,8 @@ def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_
 
     train_items = np.unique(events[:cut])
     stats = {
+        "format": FORMAT,
         "name": out_dir.name,
-        "format_version": FORMAT_VERSION,
-        "kind": "presplit",
         "source": {"path": str(source.resolve()), "format": kind},
         "inputs": inputs,
         "params": params,
@@ -378,15 +378,19 @@ def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_
 
     say(f"writing {paths['train'].parent}")
     with atomic_outputs([paths["train"], paths["valid"], paths["test"], paths["stats"]]) as tmp:
-        write_cases(tmp[0], train_cases, max_prefix_length=max_prefix_length)
-        write_cases(tmp[1], valid_cases, max_prefix_length=max_prefix_length)
-        write_cases(tmp[2], test_cases, max_prefix_length=max_prefix_length)
-        stats["seconds"] = round(time.monotonic() - started, 3)
+        files = {}
+        for split, temp, cases in zip(("train", "valid", "test"), tmp,
+                                      (train_cases, valid_cases, test_cases)):
+            write_cases(temp, cases, max_prefix_length=max_prefix_length)
+            files[split] = {"name": paths[split].name, "bytes": temp.stat().st_size,
+                            "rows": len(cases)}
+        stats["files"] = files
+        stats["elapsed_s"] = round(time.monotonic() - started, 3)
         tmp[3].write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     s = stats["splits"]
     say(f"done: train {s['train']['cases']} / valid {s['valid']['cases']} / test "
         f"{s['test']['cases']} cases, {stats['items']} items")
-    return stats
+    return dict(stats, reused=False)
 
 
 def _reporter(progress: bool):
@@ -403,11 +407,15 @@ def _cached_stats(paths: dict[str, Path], inputs: dict, params: dict) -> dict | 
         stats = json.loads(paths["stats"].read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if (isinstance(stats, dict) and stats.get("format_version") == FORMAT_VERSION
-            and stats.get("kind") == "presplit" and stats.get("inputs") == inputs
-            and stats.get("params") == params):
-        return stats
-    return None
+    if not (isinstance(stats, dict) and stats.get("format") == FORMAT
+            and stats.get("inputs") == inputs and stats.get("params") == params):
+        return None
+    files = stats.get("files", {})
+    for split in ("train", "valid", "test"):
+        if not isinstance(files.get(split), dict) or \
+                files[split].get("bytes") != paths[split].stat().st_size:
+            return None
+    return stats
 
 
 def _with_string_ids(cases: Cases, letter: str) -> Cases:
