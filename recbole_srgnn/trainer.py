@@ -1,0 +1,282 @@
+"""``SessionTrainer``: RecBole's Trainer with step learning-rate decay, safe checkpoints and timings.
+
+One training loop for every model (plugin and RecBole built-in), so comparisons share it. What it
+adds to :class:`recbole.trainer.Trainer`:
+
+- step learning-rate decay as in the original SR-GNN (``StepLR`` every ``lr_decay_step`` epochs
+  by ``lr_decay_rate``; off when ``lr_decay_step`` is 0 or ``lr_decay_rate`` is 1.0);
+- checkpoints that ``torch.load(weights_only=True)`` reads (RecBole's own pickle the Config, which
+  torch >= 2.6 refuses by default): tensors, numbers, strings, lists and dicts only, with the
+  configuration as a plain dict (enums by name);
+- a per-epoch record (training seconds, loss, learning rate, validation metrics) and the best
+  epoch, for the results JSON; an ``epoch_callback(epoch, valid_result, valid_score)`` hook.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import pickle
+import time
+import uuid
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import get_local_time
+
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.files import atomic_outputs
+
+CHECKPOINT_FORMAT = "recbole_srgnn-1"
+
+
+def plain(value: Any) -> Any:
+    """A JSON-safe, weights-only-loadable copy of a config value (enums -> names, devices -> str)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, np.generic):
+        return plain(value.item())
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(item) for item in value]
+    return str(value)
+
+
+def plain_config(config) -> dict:
+    """The final configuration of a RecBole ``Config`` (or a mapping) as a plain dict."""
+    items = config.final_config_dict if hasattr(config, "final_config_dict") else config
+    return {str(key): plain(value) for key, value in items.items()}
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Read one of our checkpoints with ``weights_only=True``; InputError if it is not one."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, weights_only=True, map_location=map_location)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{path} is not a weights-only recbole_srgnn checkpoint ({first_line})"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(
+            f"{path} is not a recbole_srgnn checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
+        )
+    return state
+
+
+def _float(value: Any) -> float:
+    return float(sum(value)) if isinstance(value, tuple) else float(value)
+
+
+class SessionTrainer(Trainer):
+    """RecBole Trainer with step LR decay, weights-only checkpoints and an epoch record.
+
+    ``model_name`` is the name the model was asked for (e.g. ``RecBoleSRGNN``), which can differ
+    from ``config["model"]`` (the class name); it names checkpoint files and is stored in them.
+    ``settings`` (set by the pipeline) is the merged layered configuration the Config was built
+    from; it is stored in checkpoints so that ``evaluate_checkpoint`` can rebuild the same Config.
+    """
+
+    def __init__(self, config, model, model_name: str | None = None):
+        super().__init__(config, model)
+        self.model_name = model_name or config["model"]
+        self.settings: dict | None = None
+        name = f"{self.model_name}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
+        self.saved_model_file = os.path.join(self.checkpoint_dir, name)
+        self.lr_scheduler = self._build_lr_scheduler()
+        self.valid_curve: list[dict] = []
+        self.best_epoch: int | None = None
+        self.last_valid_result: dict | None = None
+        self.persist_checkpoints = True
+        self.checkpoint_written = False
+        self._best_in_memory: dict | None = None
+
+    # -- learning-rate decay -------------------------------------------------------------------
+    def _build_lr_scheduler(self):
+        step = self.config["lr_decay_step"]
+        rate = self.config["lr_decay_rate"]
+        step = 0 if step is None else step
+        rate = 1.0 if rate is None else rate
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise InputError(f"lr_decay_step must be a whole number >= 0 (0 = off), got {step!r}")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise InputError(f"lr_decay_rate must be a number > 0 (1.0 = off), got {rate!r}")
+        if step == 0 or rate == 1.0:
+            return None
+        return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=step, gamma=float(rate))
+
+    @property
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # -- epoch record --------------------------------------------------------------------------
+    def _synchronize(self) -> None:
+        if isinstance(self.device, torch.device) and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        lr = self.current_lr
+        start = time.perf_counter()
+        loss = super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+        )
+        self._synchronize()
+        seconds = time.perf_counter() - start
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.valid_curve.append(
+            {"epoch": int(epoch_idx), "train_loss": _float(loss), "learning_rate": lr,
+             "seconds": seconds}
+        )
+        return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        start = time.perf_counter()
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        seconds = time.perf_counter() - start
+        result = {str(key): float(value) for key, value in valid_result.items()}
+        self.last_valid_result = result
+        if self.valid_curve and "valid_score" not in self.valid_curve[-1]:
+            entry = self.valid_curve[-1]
+            entry["valid_seconds"] = seconds
+            entry["valid_score"] = float(valid_score)
+            entry.update(result)
+        return valid_score, valid_result
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        times = [entry["seconds"] for entry in self.valid_curve]
+        return sum(times) / len(times) if times else None
+
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn: Callable[[int, float], Any] | None = None,
+        epoch_callback: Callable[[int, dict, float], Any] | None = None,
+    ):
+        """RecBole's ``fit``; ``saved=False`` keeps the best weights in memory instead of a file.
+
+        ``callback_fn(epoch, valid_score)`` is RecBole's hook; ``epoch_callback(epoch,
+        valid_result, valid_score)`` also gets the metrics. Both run after each validation, once
+        the epoch's best-model checkpoint (if any) is written.
+        """
+        self.persist_checkpoints = bool(saved)
+
+        def after_validation(epoch_idx, valid_score):
+            if callback_fn is not None:
+                callback_fn(epoch_idx, valid_score)
+            if epoch_callback is not None:
+                epoch_callback(int(epoch_idx), dict(self.last_valid_result or {}), float(valid_score))
+
+        # Always "saved" for RecBole: our _save_checkpoint decides between file and memory.
+        return super().fit(
+            train_data, valid_data, verbose=verbose, saved=True,
+            show_progress=show_progress, callback_fn=after_validation,
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    @property
+    def _is_writer(self) -> bool:
+        return bool(self.config["single_spec"]) or self.config["local_rank"] == 0
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        """Everything a checkpoint holds; only types ``torch.load(weights_only=True)`` accepts."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model_name,
+            "dataset": self.config["dataset"],
+            "epoch": int(epoch),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "config": plain_config(self.config),
+            "settings": plain(self.settings) if self.settings is not None else None,
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        self.best_epoch = int(epoch)
+        if not self.persist_checkpoints or not self._is_writer:
+            self._best_in_memory = {
+                "state_dict": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "other_parameter": self.model.other_parameter(),
+            }
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = self.checkpoint_state(epoch)
+        with atomic_outputs([path]) as (tmp,):
+            torch.save(state, tmp)
+        self.checkpoint_written = True
+        if verbose:
+            self.logger.info(f"Saving current: {path}")
+
+    def load_weights(self, state: Mapping) -> None:
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state.get("other_parameter"))
+
+    def resume_checkpoint(self, resume_file):
+        """Continue training from one of our checkpoints (read with ``weights_only=True``)."""
+        state = load_checkpoint(resume_file, map_location=self.device)
+        if state["model"] != self.model_name:
+            self.logger.warning(
+                f"checkpoint {resume_file} is for model {state['model']}, not {self.model_name}"
+            )
+        self.saved_model_file = os.fspath(resume_file)
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_epoch = state["epoch"]
+        self.load_weights(state)
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.checkpoint_written = True
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's ``evaluate``; the best model is loaded weights-only (file) or from memory."""
+        if not eval_data:
+            return None
+        if load_best_model:
+            if model_file is not None or self.checkpoint_written:
+                path = os.fspath(model_file or self.saved_model_file)
+                self.load_weights(load_checkpoint(path, map_location=self.device))
+                self.logger.info(f"Loading model structure and parameters from {path}")
+            elif self._best_in_memory is not None:
+                self.load_weights(self._best_in_memory)
+            else:
+                raise RuntimeError(
+                    "no best model to load: fit() has not saved one; "
+                    "call evaluate(..., load_best_model=False)"
+                )
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no inf/nan: map them to None (recursively)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(item) for item in value]
+    return value

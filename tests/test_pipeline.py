@@ -1,0 +1,296 @@
+"""Pipeline: model names, config layers, dataset checks, end-to-end runs and checkpoint evaluation."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from recbole_srgnn import pipeline
+from recbole_srgnn.errors import InputError
+
+HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float"
+
+
+def write_tiny_benchmark(root: Path, name: str = "tiny", n_items: int = 30, seed: int = 0) -> Path:
+    """Pre-augmented benchmark files: sessions walk 1 -> 2 -> ... -> 30 -> 1 (learnable)."""
+    rng = random.Random(seed)
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    sid = 0
+    for split, n_sessions in (("train", 80), ("valid", 15), ("test", 15)):
+        rows = [HEADER]
+        for _ in range(n_sessions):
+            sid += 1
+            start = rng.randrange(n_items)
+            items = [(start + k) % n_items + 1 for k in range(rng.randint(3, 6))]
+            for j in range(1, len(items)):
+                prefix = " ".join(map(str, items[:j]))
+                rows.append(f"s{sid}\t{prefix}\t{items[j]}\t{sid * 100 + j}.0")
+        (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+TINY = {"epochs": 2, "train_batch_size": 64, "eval_batch_size": 64, "embedding_size": 16,
+        "hidden_size": 16, "stopping_step": 10, "show_progress": False}
+
+METRIC_KEYS = {"hit@1", "hit@5", "hit@10", "hit@20", "mrr@10", "mrr@20", "ndcg@10"}
+RESULT_KEYS = {
+    "model", "dataset", "best_valid_score", "best_valid_result", "test_result", "valid_curve",
+    "best_epoch", "epochs_trained", "seconds_per_epoch", "peak_rss_mb", "checkpoint", "config",
+    "versions", "device", "num_items", "train_cases", "valid_cases", "test_cases", "result_file",
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A scratch cwd (RecBole writes log/ and log_tensorboard/ there) with the tiny dataset."""
+    root = tmp_path_factory.mktemp("pipeline")
+    write_tiny_benchmark(root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        yield root
+
+
+def tiny_dict(root: Path, **extra) -> dict:
+    return {**TINY, "data_path": str(root / "data"), "checkpoint_dir": str(root / "saved"), **extra}
+
+
+@pytest.fixture(scope="module")
+def gru_run(workdir):
+    calls = []
+    result_file = workdir / "gru.json"
+    results = pipeline.run(
+        "GRU4Rec", "tiny", config_dict=tiny_dict(workdir),
+        epoch_callback=lambda *args: calls.append(args), result_file=result_file, quiet=True,
+    )
+    return results, calls, result_file
+
+
+# ---------------------------------------------------------------------------------------------
+def test_resolve_model_plugin_builtin_and_aliases():
+    from recbole.model.sequential_recommender.gru4rec import GRU4Rec
+    from recbole.model.sequential_recommender.srgnn import SRGNN as RecBoleSRGNN
+
+    from recbole_srgnn.model import MODELS
+
+    assert pipeline.resolve_model("SRGNN") is MODELS["SRGNN"]
+    assert MODELS["SRGNN"] is not RecBoleSRGNN
+    assert pipeline.resolve_model("RecBoleSRGNN") is RecBoleSRGNN
+    assert pipeline.resolve_model("GRU4Rec") is GRU4Rec
+    assert pipeline.resolve_model("gru4rec") is GRU4Rec  # case-insensitive fallback
+
+
+def test_resolve_model_unknown_lists_choices():
+    with pytest.raises(InputError) as info:
+        pipeline.resolve_model("NoSuchModel")
+    message = str(info.value)
+    assert "NoSuchModel" in message
+    for choice in ("SRGNN", "RecBoleSRGNN", "GRU4Rec", "NARM"):
+        assert choice in message
+
+
+def test_plugin_name_never_falls_back_to_recbole_builtin(monkeypatch):
+    from recbole_srgnn import model as model_package
+
+    monkeypatch.setattr(model_package, "MODELS", {})
+    with pytest.raises(InputError, match="RecBoleSRGNN"):
+        pipeline.resolve_model("SRGNN")
+
+
+def test_parse_value_like_recbole_command_line():
+    assert pipeline.parse_value("3") == 3
+    assert pipeline.parse_value("1e-3") == pytest.approx(0.001)
+    assert pipeline.parse_value("[10,20]") == [10, 20]
+    assert pipeline.parse_value("{'LS': 'valid_and_test'}") == {"LS": "valid_and_test"}
+    assert pipeline.parse_value("true") is True and pipeline.parse_value("False") is False
+    assert pipeline.parse_value("None") is None
+    assert pipeline.parse_value("saved/x") == "saved/x"
+    assert pipeline.parse_value("adam") == "adam"
+
+
+# ---------------------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def layered(tmp_path, monkeypatch):
+    """A properties dir whose layers each set one more of the keys k1..k5 (and override below)."""
+    props = tmp_path / "props"
+    real_overall = (pipeline.PROPERTIES_DIR / "overall.yaml").read_text()
+    _write(props / "overall.yaml", real_overall + "\nk1: overall\nk2: overall\nk3: overall\n"
+           "k4: overall\nk5: overall\n")
+    _write(props / "model" / "GRU4Rec.yaml", "k2: model\nk3: model\nk4: model\nk5: model\n")
+    _write(props / "dataset" / "tiny.yaml", "k3: dataset\nk4: dataset\nk5: dataset\n")
+    user_file = _write(tmp_path / "user.yaml", "k4: file\nk5: file\n")
+    monkeypatch.setattr(pipeline, "PROPERTIES_DIR", props)
+    write_tiny_benchmark(tmp_path / "data")
+    common = {"data_path": str(tmp_path / "data"), "k5": "dict"}
+    return props, user_file, common
+
+
+def test_config_layers_order(layered):
+    props, user_file, common = layered
+    layers = pipeline.config_layers("GRU4Rec", "tiny", [str(user_file)], common)
+    assert [Path(name).name for name, _ in layers] == [
+        "overall.yaml", "GRU4Rec.yaml", "tiny.yaml", "user.yaml", "config_dict"]
+    merged = pipeline.merge_layers(layers)
+    assert [merged[f"k{i}"] for i in range(1, 6)] == ["overall", "model", "dataset", "file", "dict"]
+
+
+def test_build_config_layer_winners_reach_recbole_config(layered, monkeypatch):
+    props, user_file, common = layered
+    # RecBole's Config reads sys.argv itself; ours must not (no double parsing, no pytest args)
+    monkeypatch.setattr("sys.argv", ["prog", "--k5=argv", "--learning_rate=0.9"])
+    config = pipeline.build_config("GRU4Rec", "tiny", [str(user_file)], common)
+    assert [config[f"k{i}"] for i in range(1, 6)] == ["overall", "model", "dataset", "file", "dict"]
+    assert config["train_batch_size"] == 512  # our overall.yaml beats RecBole's default 2048
+    assert config["learning_rate"] == 0.001  # sys.argv's --learning_rate=0.9 is ignored
+    assert config["hidden_size"] == 128  # RecBole's own GRU4Rec default still underneath
+    assert config["model"] == "GRU4Rec" and config["dataset"] == "tiny"
+    assert Path(config["data_path"]) == (Path(common["data_path"]) / "tiny").resolve()
+
+
+def test_build_config_with_real_properties(workdir):
+    config = pipeline.build_config(
+        "GRU4Rec", "tiny", config_dict={"data_path": str(workdir / "data"), "topk": "[5,10]"})
+    assert config["topk"] == [5, 10]  # string values parsed like RecBole's command line
+    assert config["valid_metric"] == "MRR@10"
+    assert config["benchmark_filename"] == ["train", "valid", "test"]
+    assert config["train_neg_sample_args"]["distribution"] == "none"
+    assert config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    assert config["lr_decay_step"] == 0 and config["flush_denormal"] is True
+
+
+def test_builtin_srgnn_uses_its_own_model_layer(workdir):
+    config = pipeline.build_config("RecBoleSRGNN", "tiny",
+                                   config_dict={"data_path": str(workdir / "data")})
+    # RecBole's SRGNN.yaml (step 1, embedding 64) applies; the plugin's SRGNN.yaml does not.
+    assert config["embedding_size"] == 64
+    assert "readout" not in config
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "does not exist"),
+    ("a: [1, 2\n", "not valid YAML"),
+    ("- just\n- a list\n", "mapping"),
+])
+def test_bad_config_file_is_an_input_error(tmp_path, content, match):
+    path = tmp_path / "bad.yaml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=match):
+        pipeline.build_config("GRU4Rec", "tiny", [str(path)], {"data_path": str(tmp_path)})
+
+
+def test_missing_unregistered_dataset_is_an_input_error_not_a_download(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        pipeline.build_config("GRU4Rec", "no-such-data", None, {"data_path": str(tmp_path)})
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "half.train.inter").write_text(HEADER + "\n")
+    with pytest.raises(InputError, match="half.valid.inter"):
+        pipeline.build_config("GRU4Rec", "half", None, {"data_path": str(tmp_path)})
+
+
+def test_registered_dataset_is_prepared_with_the_merged_layers(tmp_path, monkeypatch):
+    from recbole_srgnn.data import registry
+
+    seen = {}
+
+    def fake_prepare(name, config):
+        seen.update(name=name, config=dict(config))
+        return write_tiny_benchmark(Path(config["data_path"]), name)
+
+    monkeypatch.setattr(registry, "prepare_dataset", fake_prepare)
+    config = pipeline.build_config("GRU4Rec", "madeup", None,
+                                   {"data_path": str(tmp_path / "d"), "epochs": "7"})
+    assert seen["name"] == "madeup"
+    assert seen["config"]["epochs"] == 7 and seen["config"]["valid_metric"] == "MRR@10"
+    assert Path(config["data_path"]) == (tmp_path / "d" / "madeup").resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+def _check_metrics(result: dict) -> None:
+    assert METRIC_KEYS <= set(result)
+    for key, value in result.items():
+        assert type(value) is float and 0.0 <= value <= 1.0, (key, value)
+
+
+def test_run_end_to_end_results_json(gru_run):
+    results, calls, result_file = gru_run
+    on_disk = json.loads(result_file.read_text())
+    assert on_disk == results
+    assert RESULT_KEYS <= set(results)
+    assert results["model"] == "GRU4Rec" and results["dataset"] == "tiny"
+    _check_metrics(results["test_result"])
+    _check_metrics(results["best_valid_result"])
+    assert results["epochs_trained"] == 2 and len(results["valid_curve"]) == 2
+    for epoch, entry in enumerate(results["valid_curve"]):
+        assert entry["epoch"] == epoch and entry["seconds"] > 0 and entry["train_loss"] > 0
+        assert 0.0 <= entry["mrr@10"] <= 1.0 and entry["valid_score"] == entry["mrr@10"]
+    best = max(results["valid_curve"], key=lambda e: (e["valid_score"], e["epoch"]))
+    assert results["best_epoch"] == best["epoch"]
+    assert results["best_valid_score"] == results["best_valid_result"]["mrr@10"]
+    assert results["seconds_per_epoch"] == pytest.approx(
+        sum(e["seconds"] for e in results["valid_curve"]) / 2)
+    assert results["num_items"] == 30
+    assert (results["train_cases"], results["valid_cases"], results["test_cases"]) == tuple(
+        sum(1 for _ in open(f"data/tiny/tiny.{s}.inter")) - 1 for s in ("train", "valid", "test"))
+    assert results["peak_rss_mb"] > 0 and results["device"] == "cpu"
+    assert set(results["versions"]) == {"python", "torch", "recbole", "torch_geometric", "numpy",
+                                        "pandas", "recbole_srgnn"}
+    assert results["config"]["MODEL_TYPE"] == "SEQUENTIAL" and results["config"]["epochs"] == 2
+    assert Path(results["checkpoint"]).is_file()
+
+
+def test_epoch_callback_once_per_epoch(gru_run):
+    results, calls, _ = gru_run
+    assert [c[0] for c in calls] == [0, 1]
+    for (epoch, valid_result, valid_score), entry in zip(calls, results["valid_curve"]):
+        assert valid_result["mrr@10"] == valid_score == entry["valid_score"]
+
+
+def test_evaluate_checkpoint_reproduces_test_metrics(gru_run, workdir):
+    results, _, _ = gru_run
+    out = workdir / "eval.json"
+    evaluated = pipeline.evaluate_checkpoint(results["checkpoint"], result_file=out, quiet=True)
+    assert evaluated["test_result"] == results["test_result"]
+    assert evaluated["checkpoint_epoch"] == results["best_epoch"]
+    assert json.loads(out.read_text())["test_result"] == results["test_result"]
+
+
+def test_checkpoint_is_weights_only_loadable(gru_run):
+    results, _, _ = gru_run
+    state = torch.load(results["checkpoint"], weights_only=True, map_location="cpu")
+    assert state["format"] == "recbole_srgnn-1"
+    assert state["model"] == "GRU4Rec" and state["dataset"] == "tiny"
+    json.dumps(state["config"])  # plain, JSON-safe
+    assert state["config"]["MODEL_TYPE"] == "SEQUENTIAL"
+
+
+def test_run_plugin_srgnn(workdir):
+    from recbole_srgnn.model import MODELS
+
+    srgnn = MODELS["SRGNN"]  # the plugin model must exist: a KeyError here is a failure
+    assert pipeline.resolve_model("SRGNN") is srgnn
+    results = pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, epochs=1),
+                           result_file=workdir / "srgnn.json", saved=False, quiet=True)
+    assert RESULT_KEYS <= set(results)
+    assert results["model"] == "SRGNN" and results["config"]["model"] == srgnn.__name__
+    assert results["checkpoint"] is None and results["epochs_trained"] == 1
+    _check_metrics(results["test_result"])
+
+
+def test_results_table_labels_hit_at_1():
+    table = pipeline.results_table({"hit@1": 0.25, "mrr@10": 0.5}, {"hit@1": 0.125, "mrr@10": 0.5})
+    lines = table.splitlines()
+    assert "valid" in lines[0] and "test" in lines[0]
+    hit = next(line for line in lines if line.startswith("Hit@1"))
+    assert "next-item accuracy" in hit and "0.2500" in hit and "0.1250" in hit
+    assert any(line.startswith("MRR@10") for line in lines)
