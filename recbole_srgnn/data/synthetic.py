@@ -51,6 +51,10 @@ T_END_MS = 1_442_545_200_000
 
 COLUMNS = ["timestamp", "visitorid", "event", "itemid", "transactionid"]
 
+# Bumped whenever the same arguments would give different rows (caches of generated files key on
+# it, together with the arguments).
+GENERATOR_VERSION = 1
+
 _HOUR_S = 3600.0
 _MAX_ITEM_ID = 470_000  # real item ids go up to ~466,867
 
