@@ -1,0 +1,713 @@
+"""Retail Rocket ``events.csv`` -> pre-augmented RecBole benchmark files (DESIGN.md §2).
+
+``convert_events(events_path, out_dir, options)`` writes ``DIR/<name>.train.inter``,
+``DIR/<name>.valid.inter`` (unless ``valid_days == 0``), ``DIR/<name>.test.inter`` and
+``DIR/<name>.stats.json`` (``name`` = the last component of ``DIR``), all atomically, the stats
+file last. The protocol, step by step (every step vectorised with numpy, no loop per event):
+
+1. Order each visitor's events by timestamp; ties keep file order (stable sort).
+2. Sessionize over **all** event types: an event starts a new session if it is the visitor's first
+   or its gap to the visitor's previous event is strictly greater than ``session_gap`` seconds
+   (compared in integer milliseconds).
+3. Keep only the ``keep_events`` types.
+4. Optionally (``dedup_consecutive``) drop an event whose item equals the previous kept event's
+   item in the same session; applied once, after step 3 and before step 5.
+5. Repeat until nothing changes: drop sessions with fewer than ``min_session_length`` events,
+   then items with fewer than ``min_item_support`` events.
+6. ``t_end`` = the last remaining timestamp; a session's time ``s`` is its last event's. test:
+   ``s > t_end - test_days`` days; valid: ``t_end - (test_days + valid_days) < s <= t_end -
+   test_days``; train: the rest.
+7. In valid and test, drop events whose item never occurs in train, then sessions left with fewer
+   than 2 events (no further filtering).
+
+Final sessions are numbered 1..N across all splits in order of (first remaining event's
+timestamp, visitor id, the session's order within its visitor); each file lists its sessions in
+that order, every session's n - 1 (prefix -> next item) cases in time order. Item ids are the
+original ones.
+
+A second call with the same input bytes and the same options reuses the files (checked through
+``stats.json``: the options, the input's size and SHA-256, and the presence and sizes of every
+output file); ``force=True`` rebuilds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recbole_srgnn.data.benchmark_files import Cases, sessions_to_cases, write_cases
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.files import atomic_outputs, sha256_of
+
+FORMAT = "recbole-srgnn/retailrocket-benchmark-v1"
+EVENT_TYPES = ("view", "addtocart", "transaction")
+REQUIRED_COLUMNS = ("timestamp", "visitorid", "event", "itemid")
+DEFAULT_EVENTS_PATH = Path("dataset/raw/retailrocket/events.csv")
+KAGGLE_URL = "https://www.kaggle.com/datasets/retailrocket/ecommerce-dataset"
+DAY_MS = 86_400_000
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Parameters of the conversion (defaults: DESIGN.md §2).
+
+    - ``session_gap``: seconds; a gap strictly greater than this starts a new session (measured
+      between consecutive events of a visitor, all event types).
+    - ``keep_events``: event types kept after sessionizing (``view``, ``addtocart``,
+      ``transaction``).
+    - ``dedup_consecutive``: drop an event repeating the previous kept event's item in a session.
+    - ``min_item_support`` / ``min_session_length``: iterated filters (events per item, events
+      per session).
+    - ``test_days`` / ``valid_days``: the last days (by session end) for test / validation;
+      ``valid_days = 0`` writes no validation file.
+    - ``max_prefix_length``: most recent items kept in each ``item_id_list`` (0 = all).
+    """
+
+    session_gap: float = 3600
+    keep_events: tuple[str, ...] = ("view",)
+    dedup_consecutive: bool = False
+    min_item_support: int = 5
+    min_session_length: int = 2
+    test_days: float = 7.0
+    valid_days: float = 7.0
+    max_prefix_length: int = 50
+
+    def validated(self) -> "ConvertOptions":
+        """A normalised copy (``keep_events`` as a sorted-by-known-order tuple); InputError if invalid."""
+        problems = []
+
+        def number(name: str, value: Any, *, positive: bool = False) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                problems.append(f"{name} must be a finite number, got {value!r}")
+            elif value < 0 or (positive and value == 0):
+                problems.append(f"{name} must be {'positive' if positive else 'zero or more'}, got {value!r}")
+
+        def integer(name: str, value: Any, minimum: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                problems.append(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        number("session_gap", self.session_gap)
+        number("test_days", self.test_days, positive=True)
+        number("valid_days", self.valid_days)
+        integer("min_item_support", self.min_item_support, 1)
+        integer("min_session_length", self.min_session_length, 1)
+        integer("max_prefix_length", self.max_prefix_length, 0)
+        keep = self.keep_events
+        if isinstance(keep, str):
+            keep = (keep,)
+        keep = tuple(str(k) for k in keep)
+        unknown = sorted(set(keep) - set(EVENT_TYPES))
+        if unknown:
+            problems.append(f"unknown event type(s) in keep_events: {', '.join(map(repr, unknown))} "
+                            f"(known: {', '.join(EVENT_TYPES)})")
+        elif not keep:
+            problems.append(f"keep_events is empty (choose from {', '.join(EVENT_TYPES)})")
+        if not isinstance(self.dedup_consecutive, (bool, np.bool_)):
+            problems.append(f"dedup_consecutive must be true or false, got {self.dedup_consecutive!r}")
+        if problems:
+            raise InputError("invalid conversion options: " + "; ".join(problems))
+        keep = tuple(t for t in EVENT_TYPES if t in keep)
+        return dataclasses.replace(self, keep_events=keep, dedup_consecutive=bool(self.dedup_consecutive),
+                                   min_item_support=int(self.min_item_support),
+                                   min_session_length=int(self.min_session_length),
+                                   max_prefix_length=int(self.max_prefix_length))
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["keep_events"] = list(self.keep_events)
+        return data
+
+
+#: Published protocols. ``ludewig2021``: Ludewig et al. 2021, "Empirical analysis of session-based
+#: recommendation algorithms" (UMUAI) - 30-minute sessions over all events, views only, no
+#: de-duplication, item support >= 5, session length >= 2, last 7 days test, the 7 before
+#: validation. ``hidasi-gru4rec``: Hidasi's GRU4Rec comparison on Retail Rocket - 1-hour
+#: sessions, views only, consecutive duplicates removed, iterated filters (support >= 5,
+#: length >= 2), last 7 days test, 7 days validation.
+PRESETS: dict[str, ConvertOptions] = {
+    "ludewig2021": ConvertOptions(session_gap=1800, keep_events=("view",), dedup_consecutive=False,
+                                  min_item_support=5, min_session_length=2, test_days=7.0,
+                                  valid_days=7.0),
+    "hidasi-gru4rec": ConvertOptions(session_gap=3600, keep_events=("view",), dedup_consecutive=True,
+                                     min_item_support=5, min_session_length=2, test_days=7.0,
+                                     valid_days=7.0),
+}
+
+
+# ----------------------------------------------------------------------------------- utilities
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.began = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.began
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            print(f"[retailrocket {self.elapsed():6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def iso_utc(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    moment = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(milliseconds=int(ms))
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _exact(value: float) -> Fraction:
+    """``value`` as an exact fraction, read as the decimal the user wrote (0.1 -> 1/10)."""
+    return Fraction(repr(float(value)))
+
+
+def _distinct(codes: np.ndarray, size: int) -> int:
+    if len(codes) == 0:
+        return 0
+    return int(np.count_nonzero(np.bincount(codes, minlength=size)))
+
+
+def output_paths(out_dir: Path, name: str, with_valid: bool) -> dict[str, Path]:
+    paths = {"train": out_dir / f"{name}.train.inter"}
+    if with_valid:
+        paths["valid"] = out_dir / f"{name}.valid.inter"
+    paths["test"] = out_dir / f"{name}.test.inter"
+    paths["stats"] = out_dir / f"{name}.stats.json"
+    return paths
+
+
+# ------------------------------------------------------------------------------------- reading
+
+def _missing_file_message(path: Path) -> str:
+    return (f"events file {path} not found: download events.csv of the \"Retailrocket recommender "
+            f"system dataset\" from Kaggle ({KAGGLE_URL}) and put it at {DEFAULT_EVENTS_PATH} "
+            f"or pass its path")
+
+
+def _read_header(path: Path) -> list[str]:
+    import pyarrow as pa
+
+    with pa.input_stream(str(path), compression="detect") as stream:
+        first = b""
+        while b"\n" not in first:
+            block = stream.read(1 << 16)
+            if not block:
+                break
+            first += block
+    line = first.split(b"\n", 1)[0].rstrip(b"\r")
+    if line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    if not line.strip():
+        raise InputError(f"events file {path} is empty (expected a CSV header with columns "
+                         f"{', '.join(REQUIRED_COLUMNS)})")
+    return [name.strip().strip('"') for name in line.decode("utf-8", "replace").split(",")]
+
+
+def read_events(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The needed columns of an ``events.csv`` as numpy arrays, validated.
+
+    Returns ``timestamp`` (int64 ms), ``visitorid`` (int64), ``itemid`` (int64) and ``event``
+    (int8 index into ``EVENT_TYPES``), in file order. Raises ``InputError`` for a missing file,
+    missing columns, empty or non-integer values (with a line number) and unknown event types.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(_missing_file_message(path))
+    if not path.is_file():
+        raise InputError(f"events path {path} is not a file")
+    header = _read_header(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise InputError(f"events file {path} lacks column(s) {', '.join(missing)} "
+                         f"(found: {', '.join(header) or 'nothing'}; expected the Retail Rocket "
+                         f"columns timestamp, visitorid, event, itemid, transactionid)")
+    numeric = ("timestamp", "visitorid", "itemid")
+    types = {c: pa.int64() for c in numeric}
+    types["event"] = pa.dictionary(pa.int32(), pa.string())
+    try:
+        table = pacsv.read_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(include_columns=list(REQUIRED_COLUMNS),
+                                                 column_types=types),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        table = _read_slow(path, exc)
+    if table.num_rows == 0:
+        raise InputError(f"events file {path} has a header but no events")
+    columns: dict[str, np.ndarray] = {}
+    for name in numeric:
+        column = table.column(name)
+        if column.null_count:
+            row = _first_null(column)
+            raise InputError(f"events file {path}: empty value in column {name} (line {row + 2})")
+        columns[name] = column.to_numpy().astype(np.int64, copy=False)
+    columns["event"] = _event_codes(path, table.column("event"))
+    return columns
+
+
+def _first_null(column) -> int:
+    import pyarrow.compute as pc
+
+    mask = pc.is_null(column).to_numpy(zero_copy_only=False)
+    return int(np.flatnonzero(mask)[0])
+
+
+def _read_slow(path: Path, error: Exception):
+    """Re-read the needed columns as text after a fast read failed; say what and where is wrong.
+
+    Integral values written as floats (``123.0``) are accepted; anything else that is not an
+    integer raises ``InputError`` naming the column and the first bad line.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pacsv.read_csv(
+            str(path),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(REQUIRED_COLUMNS),
+                column_types={c: pa.string() for c in REQUIRED_COLUMNS},
+                strings_can_be_null=True),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        message = " ".join(str(exc).split())
+        raise InputError(f"cannot read events file {path} as CSV: {message}") from None
+    fixed = {}
+    for name in ("timestamp", "visitorid", "itemid"):
+        column = table.column(name)
+        ok = pc.match_substring_regex(column, r"^\s*-?[0-9]+(\.0*)?\s*$")
+        ok = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+        if not ok.all():
+            row = int(np.flatnonzero(~ok)[0])
+            value = column[row].as_py()
+            what = "empty value" if value is None or not value.strip() else f"non-integer value {value!r}"
+            raise InputError(f"events file {path}: {what} in column {name} (line {row + 2}); "
+                             f"timestamp (ms), visitorid and itemid must be integers")
+        stripped = pc.replace_substring_regex(pc.utf8_trim_whitespace(column), r"\.0*$", "")
+        try:
+            fixed[name] = pc.cast(stripped, pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raise InputError(f"events file {path}: value out of range in column {name}") from None
+    if not fixed:
+        raise InputError(f"cannot read events file {path}: {error}")
+    return pa.table({"timestamp": fixed["timestamp"], "visitorid": fixed["visitorid"],
+                     "event": table.column("event"), "itemid": fixed["itemid"]})
+
+
+def _event_codes(path: Path, column) -> np.ndarray:
+    """int8 codes into EVENT_TYPES; InputError naming unknown or empty event types."""
+    import pyarrow as pa
+
+    known = {name: code for code, name in enumerate(EVENT_TYPES)}
+    parts = []
+    unknown: set[str] = set()
+    first_bad: int | None = None
+    offset = 0
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        words = chunk.dictionary.to_pylist()
+        lookup = np.array([known.get((w or "").strip(), -1) for w in words] + [-1], dtype=np.int8)
+        indices = chunk.indices.fill_null(len(words)).to_numpy(zero_copy_only=False)
+        codes = lookup[indices]
+        bad = codes < 0
+        if bad.any():
+            bad_words = np.unique(indices[bad])
+            unknown.update("(empty)" if i == len(words) or not (words[i] or "").strip() else words[i]
+                           for i in bad_words)
+            if first_bad is None:
+                first_bad = offset + int(np.flatnonzero(bad)[0])
+        parts.append(codes)
+        offset += len(chunk)
+    if unknown:
+        raise InputError(f"events file {path}: unknown event type(s) "
+                         f"{', '.join(sorted(map(repr, unknown)))} (first at line {first_bad + 2}; "
+                         f"known: {', '.join(EVENT_TYPES)})")
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
+
+
+# ---------------------------------------------------------------------------------- the protocol
+
+@dataclass
+class _Events:
+    """Events in (visitor, time) order; ``session`` codes never decrease along the array.
+
+    ``item`` and ``session`` are dense int32 codes (``item_ids[item]`` is the original id).
+    """
+
+    timestamp: np.ndarray
+    item: np.ndarray
+    session: np.ndarray
+
+    def take(self, mask: np.ndarray) -> "_Events":
+        return _Events(self.timestamp[mask], self.item[mask], self.session[mask])
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    def run_starts(self) -> np.ndarray:
+        """Boolean mask of each session's first event."""
+        first = np.ones(len(self.session), dtype=bool)
+        first[1:] = self.session[1:] != self.session[:-1]
+        return first
+
+
+@dataclass
+class _Counter:
+    n_sessions: int
+    n_items: int
+
+    def measure(self, events: _Events) -> tuple[int, int, int]:
+        n_sessions = int(np.count_nonzero(events.run_starts())) if len(events) else 0
+        return (len(events), n_sessions, _distinct(events.item, self.n_items))
+
+    @staticmethod
+    def removed(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, int]:
+        return {"events": before[0] - after[0], "sessions": before[1] - after[1],
+                "items": before[2] - after[2]}
+
+
+def _order(timestamp: np.ndarray, visitor: np.ndarray) -> np.ndarray:
+    """Stable order by (visitor, timestamp): ties keep file order."""
+    if len(timestamp) == 0:
+        return np.zeros(0, dtype=np.int64)
+    v0, v1 = int(visitor.min()), int(visitor.max())
+    t0, t1 = int(timestamp.min()), int(timestamp.max())
+    span = t1 - t0 + 1
+    if (v1 - v0 + 1) * span < 2**62:
+        key = visitor - v0
+        key *= span
+        key += timestamp
+        key -= t0
+        return np.argsort(key, kind="stable")
+    return np.lexsort((timestamp, visitor))
+
+
+def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, int32 code of each value); O(n) for a compact id range."""
+    if len(values) == 0:
+        return values[:0], np.zeros(0, dtype=np.int32)
+    low, high = int(values.min()), int(values.max())
+    if high - low < max(4 * len(values), 1 << 20):
+        shifted = values - low
+        present = np.zeros(high - low + 1, dtype=bool)
+        present[shifted] = True
+        distinct = np.flatnonzero(present) + low
+        table = (np.cumsum(present, dtype=np.int64) - 1).astype(np.int32)
+        return distinct.astype(np.int64), table[shifted]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse.reshape(-1).astype(np.int32)
+
+
+def _iterated_filter(events: _Events, options: ConvertOptions, counter: _Counter):
+    rounds = []
+    while True:
+        entry = {}
+        before = counter.measure(events)
+        length = np.bincount(events.session, minlength=counter.n_sessions)
+        keep = length[events.session] >= options.min_session_length
+        if not keep.all():
+            events = events.take(keep)
+        after = counter.measure(events) if not keep.all() else before
+        entry["short_sessions"] = counter.removed(before, after)
+        support = np.bincount(events.item, minlength=counter.n_items)
+        keep = support[events.item] >= options.min_item_support
+        if not keep.all():
+            events = events.take(keep)
+        final = counter.measure(events) if not keep.all() else after
+        entry["rare_items"] = counter.removed(after, final)
+        rounds.append(entry)
+        if final == before:
+            return events, rounds
+
+
+def _split_stats(events: _Events, counter: _Counter, n_cases: int) -> dict[str, Any]:
+    n_events, n_sessions, n_items = counter.measure(events)
+    return {
+        "sessions": n_sessions,
+        "events": n_events,
+        "cases": int(n_cases),
+        "items": n_items,
+        "first_event": iso_utc(int(events.timestamp.min())) if n_events else None,
+        "last_event": iso_utc(int(events.timestamp.max())) if n_events else None,
+    }
+
+
+def _sessions_in_order(events: _Events, rank_of_session: np.ndarray) -> tuple[_Events, np.ndarray]:
+    """Reorder whole sessions (contiguous runs) by ``rank_of_session``; time order kept inside.
+
+    Returns the reordered events and each event's session rank. Sorts sessions, not events.
+    """
+    first = np.flatnonzero(events.run_starts())
+    lengths = np.diff(np.append(first, len(events)))
+    rank = rank_of_session[events.session[first]]
+    order = np.argsort(rank, kind="stable")
+    first, lengths, rank = first[order], lengths[order], rank[order]
+    # Ragged arange: positions first[k] .. first[k] + lengths[k] - 1, session after session.
+    destination = np.cumsum(lengths) - lengths
+    index = np.repeat(first - destination, lengths)
+    index += np.arange(len(index), dtype=index.dtype)
+    return events.take(index), np.repeat(rank, lengths)
+
+
+def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
+                  progress: _Progress) -> tuple[dict[str, Cases], dict[str, Any]]:
+    stats: dict[str, Any] = {}
+    n_rows = len(columns["timestamp"])
+    event_counts = np.bincount(columns["event"], minlength=len(EVENT_TYPES))
+
+    # 1. stable order by (visitor, time).
+    order = _order(columns["timestamp"], columns["visitorid"])
+    timestamp = columns["timestamp"][order]
+    visitor = columns["visitorid"][order]
+    event = columns["event"][order]
+    item_ids, item = _dense_codes(columns["itemid"][order])
+    del order
+    columns.clear()
+
+    # 2. sessions over all event types; gap > session_gap (exact, integer milliseconds).
+    gap_ms = math.floor(_exact(options.session_gap) * 1000)
+    new_visitor = np.ones(n_rows, dtype=bool)
+    new_visitor[1:] = visitor[1:] != visitor[:-1]
+    new = new_visitor.copy()
+    new[1:] |= np.diff(timestamp) > gap_ms
+    session = (np.cumsum(new, dtype=np.int64) - 1).astype(np.int32)
+    n_sessions = int(session[-1]) + 1
+    session_visitor = visitor[new]  # visitor of each session code
+    stats["raw"] = {
+        "rows": int(n_rows),
+        "events_by_type": {name: int(event_counts[i]) for i, name in enumerate(EVENT_TYPES)},
+        "visitors": int(np.count_nonzero(new_visitor)),
+        "items": int(len(item_ids)),
+        "first_event": iso_utc(int(timestamp.min())),
+        "last_event": iso_utc(int(timestamp.max())),
+    }
+    del visitor, new, new_visitor
+    events = _Events(timestamp, item, session)
+    counter = _Counter(n_sessions, len(item_ids))
+    stats["sessionized"] = {"sessions": n_sessions, "session_gap_ms": gap_ms}
+    progress(f"sessionized {n_rows:,} events into {n_sessions:,} sessions")
+
+    filters: dict[str, Any] = {}
+    # 3. keep the configured event types.
+    before = counter.measure(events)
+    keep_types = np.zeros(len(EVENT_TYPES), dtype=bool)
+    keep_types[[EVENT_TYPES.index(t) for t in options.keep_events]] = True
+    keep = keep_types[event]
+    del event
+    if not keep.all():
+        events = events.take(keep)
+    del keep
+    after = counter.measure(events)
+    filters["event_types"] = counter.removed(before, after)
+
+    # 4. optional removal of consecutive duplicates within a session.
+    if options.dedup_consecutive:
+        duplicate = np.zeros(len(events), dtype=bool)
+        duplicate[1:] = (events.session[1:] == events.session[:-1]) & (events.item[1:] == events.item[:-1])
+        events = events.take(~duplicate)
+        filters["dedup_consecutive"] = counter.removed(after, counter.measure(events))
+    else:
+        filters["dedup_consecutive"] = None
+
+    # 5. iterated session-length and item-support filters.
+    events, rounds = _iterated_filter(events, options, counter)
+    filters["iterated"] = {
+        "rounds": rounds,
+        "rounds_run": len(rounds),
+        "rounds_removing": sum(1 for r in rounds if any(v for step in r.values() for v in step.values())),
+    }
+    progress(f"filtered: {len(events):,} events in {counter.measure(events)[1]:,} sessions "
+             f"after {len(rounds)} round(s)")
+    if len(events) == 0:
+        raise InputError(
+            "nothing left after filtering: no session keeps "
+            f"{options.min_session_length}+ events of items seen {options.min_item_support}+ times "
+            "(use more data, or lower --min-item-support / --min-session-length)")
+
+    # 6. split by session end time.
+    t_end = int(events.timestamp.max())
+    test_span = _exact(options.test_days) * DAY_MS
+    valid_span = (_exact(options.test_days) + _exact(options.valid_days)) * DAY_MS
+    # For integer s and a real c: s > c <=> s > floor(c), so integer cuts are exact.
+    test_cut = math.floor(t_end - test_span)
+    valid_cut = math.floor(t_end - valid_span)
+    # Events are in time order within a session: a run's last event holds the session's end.
+    last = np.ones(len(events), dtype=bool)
+    last[:-1] = events.session[1:] != events.session[:-1]
+    session_end = np.zeros(n_sessions, dtype=np.int64)
+    session_end[events.session[last]] = events.timestamp[last]
+    del last
+    split_of_session = np.where(session_end > test_cut, 2, np.where(session_end > valid_cut, 1, 0))
+    split_of_session = split_of_session.astype(np.int8)
+    del session_end
+    split_of = split_of_session[events.session]
+    parts = {name: events.take(split_of == code) for code, name in enumerate(SPLITS)}
+    del split_of, events
+    stats["split"] = {
+        "t_end": iso_utc(t_end), "t_end_ms": t_end,
+        "test_after": iso_utc(test_cut), "test_after_ms": test_cut,
+        "valid_after": iso_utc(valid_cut) if options.valid_days else None,
+        "valid_after_ms": valid_cut if options.valid_days else None,
+        "rule": "test: session end > test_after; valid: valid_after < end <= test_after; "
+                "train: the rest (session end = its last event's timestamp)",
+    }
+
+    # 7. cold items out of valid and test, then sessions shorter than 2.
+    train_items = np.zeros(len(item_ids), dtype=bool)
+    train_items[parts["train"].item] = True
+    filters["cold_items"] = {}
+    for name in ("valid", "test"):
+        part = parts[name]
+        before = counter.measure(part)
+        part = part.take(train_items[part.item])
+        middle = counter.measure(part)
+        length = np.bincount(part.session, minlength=n_sessions)
+        part = part.take(length[part.session] >= 2)
+        filters["cold_items"][name] = {
+            "cold_events": counter.removed(before, middle),
+            "short_sessions": counter.removed(middle, counter.measure(part)),
+        }
+        parts[name] = part
+    stats["filters"] = filters
+
+    # Session ids 1..N over all splits: by (first remaining timestamp, visitor, order in visitor).
+    codes, first_ts = [], []
+    for part in parts.values():
+        first = part.run_starts()
+        codes.append(part.session[first])
+        first_ts.append(part.timestamp[first])
+    codes = np.concatenate(codes)
+    ranked = np.lexsort((codes, session_visitor[codes], np.concatenate(first_ts)))
+    new_id = np.zeros(n_sessions, dtype=np.int64)
+    new_id[codes[ranked]] = np.arange(1, len(codes) + 1)
+    del ranked, first_ts
+
+    cases: dict[str, Cases] = {}
+    split_stats: dict[str, Any] = {}
+    for name, part in parts.items():
+        if name == "valid" and not options.valid_days:
+            continue
+        part, sid = _sessions_in_order(part, new_id)
+        split_cases = sessions_to_cases(sid, item_ids[part.item], part.timestamp)
+        cases[name] = split_cases
+        split_stats[name] = _split_stats(part, counter, len(split_cases))
+        if len(split_cases) == 0:
+            what = {"train": "training", "valid": "validation", "test": "test"}[name]
+            hint = {"train": "lower --test-days/--valid-days or use more data",
+                    "valid": "change --valid-days (0 = no validation file)",
+                    "test": "change --test-days"}[name]
+            raise InputError(f"nothing left after filtering in the {what} split (no session with 2+ "
+                             f"events); {hint}")
+    stats["splits"] = split_stats
+    stats["sessions_total"] = int(len(codes))
+    progress("split: " + ", ".join(f"{n} {s['sessions']:,} sessions / {s['cases']:,} cases"
+                                   for n, s in split_stats.items()))
+    return cases, stats
+
+
+# ------------------------------------------------------------------------------------ the entry
+
+def _cached(paths: dict[str, Path], params: dict[str, Any], input_info: dict[str, Any]) -> dict | None:
+    stats_path = paths["stats"]
+    if not stats_path.is_file():
+        return None
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stats, dict) or stats.get("format") != FORMAT or stats.get("params") != params:
+        return None
+    recorded = stats.get("input", {})
+    if recorded.get("size") != input_info["size"] or recorded.get("sha256") != input_info["sha256"]:
+        return None
+    files = stats.get("files", {})
+    for split, path in paths.items():
+        if split == "stats":
+            continue
+        if not path.is_file() or files.get(split, {}).get("bytes") != path.stat().st_size:
+            return None
+    return stats
+
+
+def convert_events(events_path: str | os.PathLike, out_dir: str | os.PathLike,
+                   options: ConvertOptions = ConvertOptions(), *, force: bool = False,
+                   progress: bool = True) -> dict[str, Any]:
+    """Convert a Retail Rocket ``events.csv`` into RecBole benchmark files in ``out_dir``.
+
+    Returns the statistics written to ``<name>.stats.json``, plus ``reused`` (True when a
+    previous identical conversion was found) and ``elapsed_s``. Raises ``InputError`` (writing
+    nothing) for a missing or malformed input, invalid options, or nothing left to write.
+    """
+    report = _Progress(progress)
+    options = options.validated() if isinstance(options, ConvertOptions) else None
+    if options is None:
+        raise InputError("options must be a ConvertOptions")
+    events_path = Path(events_path)
+    out_dir = Path(out_dir)
+    if not events_path.exists():
+        raise InputError(_missing_file_message(events_path))
+    if not events_path.is_file():
+        raise InputError(f"events path {events_path} is not a file")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output path {out_dir} exists and is not a directory")
+    name = out_dir.resolve().name
+    if not name:
+        raise InputError(f"cannot name a dataset after the output directory {out_dir}")
+    paths = output_paths(out_dir, name, bool(options.valid_days))
+    params = options.as_dict()
+    input_info = {"path": str(events_path.resolve()), "size": events_path.stat().st_size,
+                  "sha256": sha256_of(events_path)}
+
+    if not force:
+        stats = _cached(paths, params, input_info)
+        if stats is not None:
+            report(f"reusing the conversion in {out_dir} (same input and options)")
+            return dict(stats, reused=True, elapsed_s=report.elapsed())
+
+    columns = read_events(events_path)
+    report(f"read {len(columns['timestamp']):,} rows from {events_path}")
+    cases, stats = _run_protocol(columns, options, report)
+    del columns
+
+    files: dict[str, Any] = {}
+    split_names = [s for s in SPLITS if s in cases]
+    with atomic_outputs([paths[s] for s in split_names] + [paths["stats"]]) as temps:
+        for split, temp in zip(split_names, temps):
+            write_cases(temp, cases[split], max_prefix_length=options.max_prefix_length)
+            files[split] = {"name": paths[split].name, "bytes": temp.stat().st_size,
+                            "rows": len(cases[split])}
+        elapsed = report.elapsed()
+        full = {
+            "format": FORMAT,
+            "name": name,
+            "params": params,
+            "input": input_info,
+            **stats,
+            "files": files,
+            "elapsed_s": round(elapsed, 3),
+        }
+        temps[-1].write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    if not options.valid_days:
+        stale = out_dir / f"{name}.valid.inter"
+        if stale.exists():
+            stale.unlink()
+    report(f"wrote {', '.join(files[s]['name'] for s in split_names)} to {out_dir}")
+    return dict(full, reused=False, elapsed_s=report.elapsed())
