@@ -1,0 +1,176 @@
+"""run.py as users call it: option handling, one-line errors (exit 2), a tiny real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUN = REPO_ROOT / "run.py"
+HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float"
+
+
+def write_tiny_benchmark(root: Path, name: str = "tiny", n_items: int = 30, seed: int = 2) -> Path:
+    """Pre-augmented benchmark files: sessions walk 1 -> 2 -> ... -> 30 -> 1 (learnable)."""
+    rng = random.Random(seed)
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    sid = 0
+    for split, n_sessions in (("train", 60), ("valid", 12), ("test", 12)):
+        rows = [HEADER]
+        for _ in range(n_sessions):
+            sid += 1
+            start = rng.randrange(n_items)
+            items = [(start + k) % n_items + 1 for k in range(rng.randint(3, 6))]
+            for j in range(1, len(items)):
+                prefix = " ".join(map(str, items[:j]))
+                rows.append(f"s{sid}\t{prefix}\t{items[j]}\t{sid * 100 + j}.0")
+        (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, str(RUN), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    write_tiny_benchmark(root / "data")
+    return root
+
+
+def import_run():
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(REPO_ROOT))
+    return run
+
+
+def main_in_process(*args: str, capsys) -> subprocess.CompletedProcess:
+    """``run.main`` in this process (no interpreter start-up), captured like a subprocess."""
+    capsys.readouterr()
+    rc = import_run().main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["run.py", *args], rc, out, err)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+def test_help_documents_the_options(workdir):
+    proc = run_cli("--help", cwd=workdir)
+    assert proc.returncode == 0
+    for option in ("--model", "--dataset", "--config_files", "--checkpoint", "--result_file",
+                   "--nproc", "--world_size", "--ip", "--port", "--group_offset",
+                   "retailrocket-synthetic", "RecBoleSRGNN"):
+        assert option in proc.stdout
+
+
+def test_unknown_model_is_one_line_exit_2(workdir):
+    proc = run_cli("--model=NoSuchModel", "--dataset=tiny", f"--data_path={workdir / 'data'}",
+                   cwd=workdir)
+    assert_one_line_error(proc, "NoSuchModel", "RecBoleSRGNN")
+
+
+def test_missing_dataset_is_one_line_exit_2_without_download(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    data = f"--data_path={workdir / 'data'}"
+    proc = main_in_process("--model=GRU4Rec", "--dataset=not-here", data, capsys=capsys)
+    assert_one_line_error(proc, "not-here")
+    assert not (workdir / "data" / "not-here").exists()
+
+
+def test_bad_config_file_is_one_line_exit_2(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    data = f"--data_path={workdir / 'data'}"
+    bad = workdir / "bad.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    proc = main_in_process("--model=GRU4Rec", "--dataset=tiny", data, f"--config_files={bad}",
+                           capsys=capsys)
+    assert_one_line_error(proc, "bad.yaml")
+    absent = workdir / "absent.yaml"
+    proc = main_in_process("--model=GRU4Rec", "--dataset=tiny", data, f"--config_files={absent}",
+                           capsys=capsys)
+    assert_one_line_error(proc, "absent.yaml")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["stray"], "stray"),
+    (["--epochs=1", "--epochs=2"], "--epochs"),
+    (["--nproc=x"], "--nproc"),
+    (["--metrics=['NoSuchMetric']"], "NoSuchMetric"),
+])
+def test_bad_options_are_one_line_exit_2(workdir, capsys, monkeypatch, args, needle):
+    monkeypatch.chdir(workdir)
+    data = f"--data_path={workdir / 'data'}"
+    proc = main_in_process("--model=GRU4Rec", "--dataset=tiny", data, *args, capsys=capsys)
+    assert_one_line_error(proc, needle)
+
+
+def test_multi_process_needs_gpus_is_one_line_exit_2(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    data = f"--data_path={workdir / 'data'}"
+    # On a CPU machine: "needs CUDA"; on a GPU machine: not 64 GPUs listed in gpu_id.
+    proc = main_in_process("--model=GRU4Rec", "--dataset=tiny", data, "--nproc=64", capsys=capsys)
+    line = assert_one_line_error(proc)
+    assert "CUDA" in line or "gpu_id" in line
+
+
+def test_checkpoint_that_is_not_ours_is_one_line_exit_2(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    bogus = workdir / "bogus.pth"
+    bogus.write_bytes(b"not a checkpoint")
+    proc = main_in_process(f"--checkpoint={bogus}", capsys=capsys)
+    assert_one_line_error(proc, "bogus.pth")
+
+
+def test_tiny_real_run_writes_result_file_and_checkpoint_evaluates(workdir):
+    result_file = workdir / "out" / "gru.json"
+    proc = run_cli("--model=GRU4Rec", "--dataset=tiny", f"--data_path={workdir / 'data'}",
+                   f"--checkpoint_dir={workdir / 'ck'}", "--epochs=1", "--embedding_size=8",
+                   "--hidden_size=8", "--train_batch_size=64", "--topk=[1,10]",
+                   "--learning_rate=1e-2", f"--result_file={result_file}", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(result_file.read_text())
+    assert results["model"] == "GRU4Rec" and results["epochs_trained"] == 1
+    config = results["config"]
+    assert config["epochs"] == 1 and config["topk"] == [1, 10] and config["learning_rate"] == 0.01
+    assert set(results["test_result"]) >= {"hit@1", "hit@10", "mrr@10", "ndcg@10"}
+    assert all(0.0 <= v <= 1.0 for v in results["test_result"].values())
+    assert "Hit@1 (next-item accuracy)" in proc.stdout
+    checkpoint = Path(results["checkpoint"])
+    assert checkpoint.parent == workdir / "ck" and checkpoint.is_file()
+
+    evaluated_file = workdir / "out" / "eval.json"
+    proc = run_cli(f"--checkpoint={checkpoint}", f"--result_file={evaluated_file}", "--quiet",
+                   cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(evaluated_file.read_text())["test_result"] == results["test_result"]
+
+
+def test_split_options_unit():
+    run = import_run()
+    assert run.split_options(["--a=1", "--b=x=y", "--a=1"]) == {"a": "1", "b": "x=y"}
+    parser = run.build_parser()
+    args, extra = parser.parse_known_args(["--data_path=/d", "--model=NARM"])
+    assert args.model == "NARM" and args.dataset == "retailrocket-synthetic"
+    assert extra == ["--data_path=/d"]  # never taken as an abbreviation of --dataset

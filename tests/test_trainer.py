@@ -1,0 +1,174 @@
+"""SessionTrainer: step LR decay, weights-only checkpoints, in-memory best model, resume, curve."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_srgnn import pipeline
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.trainer import CHECKPOINT_FORMAT, SessionTrainer, load_checkpoint
+
+HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float"
+
+
+def write_tiny_benchmark(root: Path, name: str = "tiny", n_items: int = 30, seed: int = 1) -> Path:
+    """Pre-augmented benchmark files: sessions walk 1 -> 2 -> ... -> 30 -> 1 (learnable)."""
+    rng = random.Random(seed)
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    sid = 0
+    for split, n_sessions in (("train", 60), ("valid", 12), ("test", 12)):
+        rows = [HEADER]
+        for _ in range(n_sessions):
+            sid += 1
+            start = rng.randrange(n_items)
+            items = [(start + k) % n_items + 1 for k in range(rng.randint(3, 6))]
+            for j in range(1, len(items)):
+                prefix = " ".join(map(str, items[:j]))
+                rows.append(f"s{sid}\t{prefix}\t{items[j]}\t{sid * 100 + j}.0")
+        (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    write_tiny_benchmark(root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # RecBole's Trainer writes log_tensorboard/ in the cwd
+        yield root
+
+
+@pytest.fixture(scope="module")
+def data(workdir):
+    config = pipeline.build_config("GRU4Rec", "tiny", config_dict=settings(workdir))
+    dataset = create_dataset(config)
+    return data_preparation(config, dataset)
+
+
+def settings(root: Path, **extra) -> dict:
+    return {"data_path": str(root / "data"), "checkpoint_dir": str(root / "saved"), "epochs": 2,
+            "train_batch_size": 64, "eval_batch_size": 64, "embedding_size": 8, "hidden_size": 8,
+            "stopping_step": 10, "show_progress": False, **extra}
+
+
+def make_trainer(root: Path, data, **extra) -> SessionTrainer:
+    config = pipeline.build_config("GRU4Rec", "tiny", config_dict=settings(root, **extra))
+    init_seed(config["seed"], config["reproducibility"])
+    model_class = pipeline.resolve_model("GRU4Rec")
+    trainer = SessionTrainer(config, model_class(config, data[0]._dataset), model_name="GRU4Rec")
+    trainer.settings = {"epochs": config["epochs"]}
+    return trainer
+
+
+def test_lr_decay_steps_the_learning_rate(workdir, data):
+    trainer = make_trainer(workdir, data, epochs=3, learning_rate=0.01, lr_decay_step=1,
+                           lr_decay_rate=0.5)
+    assert trainer.current_lr == pytest.approx(0.01)
+    trainer.fit(data[0], data[1], verbose=False)
+    assert [e["learning_rate"] for e in trainer.valid_curve] == pytest.approx([0.01, 0.005, 0.0025])
+    assert trainer.current_lr == pytest.approx(0.00125)
+
+
+def test_lr_decay_every_second_epoch(workdir, data):
+    trainer = make_trainer(workdir, data, epochs=3, learning_rate=0.01, lr_decay_step=2,
+                           lr_decay_rate=0.1)
+    trainer.fit(data[0], None, verbose=False, saved=False)
+    assert [e["learning_rate"] for e in trainer.valid_curve] == pytest.approx([0.01, 0.01, 0.001])
+
+
+def test_lr_decay_off_by_default(workdir, data):
+    trainer = make_trainer(workdir, data, learning_rate=0.01)
+    assert trainer.lr_scheduler is None
+    trainer.fit(data[0], data[1], verbose=False, saved=False)
+    assert trainer.current_lr == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("extra", [{"lr_decay_step": -1}, {"lr_decay_step": 1.5},
+                                   {"lr_decay_step": 1, "lr_decay_rate": 0}])
+def test_bad_lr_decay_settings(workdir, data, extra):
+    with pytest.raises(InputError, match="lr_decay"):
+        make_trainer(workdir, data, **extra)
+
+
+def test_checkpoint_weights_only_and_best_model_reloaded(workdir, data):
+    trainer = make_trainer(workdir, data, epochs=3, lr_decay_step=1, lr_decay_rate=0.5)
+    epochs = []
+    trainer.fit(data[0], data[1], verbose=False,
+                epoch_callback=lambda e, result, score: epochs.append((e, result, score)))
+    assert [e for e, _, _ in epochs] == [0, 1, 2]  # once per epoch
+    assert all(result["mrr@10"] == score for _, result, score in epochs)
+    path = Path(trainer.saved_model_file)
+    assert trainer.checkpoint_written and path.is_file()
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    assert state["format"] == CHECKPOINT_FORMAT
+    assert {"state_dict", "optimizer", "epoch", "cur_step", "best_valid_score", "config",
+            "model", "dataset", "lr_scheduler", "settings"} <= set(state)
+    assert state["model"] == "GRU4Rec" and state["dataset"] == "tiny"
+    assert state["epoch"] == trainer.best_epoch
+    assert state["best_valid_score"] == trainer.best_valid_score
+    assert state["config"]["MODEL_TYPE"] == "SEQUENTIAL" and state["config"]["device"] == "cpu"
+    json.dumps(state["config"])
+    assert state["settings"] == {"epochs": 3}
+
+    # evaluate(load_best_model=True) restores exactly the saved weights
+    for param in trainer.model.parameters():
+        torch.nn.init.zeros_(param)
+    result = trainer.evaluate(data[2], load_best_model=True)
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, state["state_dict"][key])
+    assert result == trainer.evaluate(data[2], load_best_model=False)
+
+
+def test_without_saving_the_best_weights_stay_in_memory(workdir, data):
+    before = set((workdir / "saved").glob("*.pth")) if (workdir / "saved").exists() else set()
+    trainer = make_trainer(workdir, data, epochs=2, learning_rate=0.05)
+    trainer.fit(data[0], data[1], verbose=False, saved=False)
+    assert not trainer.checkpoint_written
+    assert set((workdir / "saved").glob("*.pth")) == before
+    best = {k: v.clone() for k, v in trainer._best_in_memory["state_dict"].items()}
+    for param in trainer.model.parameters():
+        torch.nn.init.zeros_(param)
+    trainer.evaluate(data[2], load_best_model=True)
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, best[key])
+
+
+def test_evaluate_without_a_best_model_raises(workdir, data):
+    trainer = make_trainer(workdir, data)
+    with pytest.raises(RuntimeError, match="no best model"):
+        trainer.evaluate(data[2], load_best_model=True)
+
+
+def test_resume_checkpoint(workdir, data):
+    first = make_trainer(workdir, data, epochs=2, lr_decay_step=1, lr_decay_rate=0.5)
+    first.fit(data[0], data[1], verbose=False)
+    state = load_checkpoint(first.saved_model_file)
+
+    second = make_trainer(workdir, data, epochs=2, lr_decay_step=1, lr_decay_rate=0.5)
+    second.resume_checkpoint(first.saved_model_file)
+    assert second.start_epoch == state["epoch"] + 1
+    assert second.best_valid_score == state["best_valid_score"]
+    assert second.lr_scheduler.last_epoch == state["lr_scheduler"]["last_epoch"]
+    for key, value in second.model.state_dict().items():
+        assert torch.equal(value, state["state_dict"][key])
+
+
+def test_load_checkpoint_rejects_other_files(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pth")
+    pickled = tmp_path / "recbole_style.pth"
+    torch.save({"config": Path("x"), "state_dict": {}}, pickled)  # arbitrary object: not weights-only
+    with pytest.raises(InputError, match="weights-only"):
+        load_checkpoint(pickled)
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(InputError, match="format"):
+        load_checkpoint(other)
