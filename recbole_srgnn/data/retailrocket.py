@@ -36,10 +36,11 @@ import dataclasses
 import datetime as _dt
 import json
 import math
+import numbers
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,11 @@ class ConvertOptions:
     max_prefix_length: int = 50
 
     def validated(self) -> "ConvertOptions":
-        """A normalised copy (``keep_events`` as a sorted-by-known-order tuple); InputError if invalid."""
+        """A normalised copy (floats, ints, ``keep_events`` in the known order); InputError if invalid."""
         problems = []
 
         def number(name: str, value: Any, *, positive: bool = False) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 problems.append(f"{name} must be a finite number, got {value!r}")
             elif value < 0 or (positive and value == 0):
                 problems.append(f"{name} must be {'positive' if positive else 'zero or more'}, got {value!r}")
@@ -120,6 +121,8 @@ class ConvertOptions:
             raise InputError("invalid conversion options: " + "; ".join(problems))
         keep = tuple(t for t in EVENT_TYPES if t in keep)
         return dataclasses.replace(self, keep_events=keep, dedup_consecutive=bool(self.dedup_consecutive),
+                                   session_gap=float(self.session_gap),
+                                   test_days=float(self.test_days), valid_days=float(self.valid_days),
                                    min_item_support=int(self.min_item_support),
                                    min_session_length=int(self.min_session_length),
                                    max_prefix_length=int(self.max_prefix_length))
