@@ -103,21 +103,28 @@ def test_matches_reference_on_random_tables(tmp_path, seed):
                                               max_prefix_length=maxp)
 
 
-def test_small_chunks_and_long_rows(tmp_path, monkeypatch):
-    """Rows longer than a chunk and many chunks give the same bytes as one chunk."""
+@pytest.mark.parametrize("text_ids", [False, True])
+def test_small_chunks_and_long_rows(tmp_path, monkeypatch, text_ids):
+    """Rows longer than a chunk and many chunks (by bytes or rows) give the same bytes."""
     import recbole_srgnn.data.benchmark_files as bf
 
     rng = np.random.default_rng(3)
-    sid = np.repeat(np.arange(20), rng.integers(1, 60, 20))
-    items = rng.integers(0, 10**6, len(sid))
+    sid = np.repeat(np.arange(8), rng.integers(1, 40, 8))
+    if text_ids:
+        sid = np.array([f"session-{x}" for x in sid])
+    items = rng.integers(-10, 10**6, len(sid))
     ts = np.sort(rng.integers(0, 10**12, len(sid)))
     cases = sessions_to_cases(sid, items, ts)
-    write_cases(tmp_path / "big.inter", cases, max_prefix_length=0)
-    monkeypatch.setattr(bf, "_CHUNK_BYTES", 64)
-    write_cases(tmp_path / "small.inter", cases, max_prefix_length=0)
-    assert (tmp_path / "big.inter").read_bytes() == (tmp_path / "small.inter").read_bytes()
-    assert (tmp_path / "small.inter").read_text() == reference_text(sid, items, ts,
-                                                                    max_prefix_length=0)
+    for max_prefix in (0, 7):
+        write_cases(tmp_path / "big.inter", cases, max_prefix_length=max_prefix)
+        expected = reference_text(sid, items, ts, max_prefix_length=max_prefix)
+        assert (tmp_path / "big.inter").read_text() == expected
+        for chunk_bytes, chunk_rows in ((64, 1 << 16), (1 << 21, 3), (1, 1)):
+            monkeypatch.setattr(bf, "_CHUNK_BYTES", chunk_bytes)
+            monkeypatch.setattr(bf, "_CHUNK_ROWS", chunk_rows)
+            write_cases(tmp_path / "small.inter", cases, max_prefix_length=max_prefix)
+            assert (tmp_path / "small.inter").read_bytes() == (tmp_path / "big.inter").read_bytes()
+        monkeypatch.undo()
 
 
 def test_prefix_pool_can_be_shared_and_offset(tmp_path):
@@ -146,7 +153,8 @@ def test_empty_and_invalid(tmp_path):
 
 
 def test_million_cases_fast(tmp_path):
-    """About 1M cases write in well under 2 s (generous bound for a shared 2-core machine)."""
+    """About 1M cases write in well under 2 s of CPU time (~0.6 s measured; CPU time rather
+    than wall time, because the 2-core machine is shared)."""
     import time
 
     rng = np.random.default_rng(0)
@@ -156,7 +164,7 @@ def test_million_cases_fast(tmp_path):
     ts = 1_430_000_000_000 + np.sort(rng.integers(0, 10**10, len(sid)))
     cases = sessions_to_cases(sid, items, ts)
     assert len(cases) > 900_000
-    began = time.perf_counter()
+    began = time.process_time()
     write_cases(tmp_path / "m.inter", cases)
-    assert time.perf_counter() - began < 4.0
+    assert time.process_time() - began < 2.0
     assert cases_file_rows(tmp_path / "m.inter") == len(cases)

@@ -26,9 +26,10 @@ import numpy as np
 
 HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float\n"
 
-# Rows are assembled and written in chunks of about this many output bytes, which bounds the
-# memory of the byte gather (it needs 8 bytes of index per output byte).
+# Rows are formatted, assembled and written in chunks of at most this many output bytes (or
+# rows), which keeps every temporary small (the byte gather needs 8 bytes of index per byte).
 _CHUNK_BYTES = 1 << 21
+_CHUNK_ROWS = 1 << 16
 
 
 @dataclass
@@ -148,12 +149,18 @@ def _int_tokens(values, *, prefix: bytes = b"", suffix: bytes = b"",
     return matrix.reshape(-1), rows * width + first, lengths
 
 
-def _compact(table: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate the tokens of a table: (byte pool, offsets with one extra end entry)."""
-    buffer, starts, lengths = table
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+def _int_text(values, *, suffix: bytes = b"") -> tuple[np.ndarray, np.ndarray]:
+    """The tokens of ``values`` back to back: (byte pool, offsets with one extra end entry)."""
+    buffer, starts, lengths = _int_tokens(values, suffix=suffix)
+    n = len(lengths)
+    offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return _ragged_gather(buffer, starts, lengths), offsets
+    if n == 0:
+        return buffer, offsets
+    width = len(buffer) // n
+    # Tokens are right-aligned in rows of ``width`` bytes: keep each row's last lengths[i] bytes.
+    keep = np.arange(width)[None, :] >= (width - lengths)[:, None]
+    return buffer.reshape(n, width)[keep], offsets
 
 
 def _text_tokens(values, *, suffix: bytes = b"") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,78 +233,82 @@ def write_cases(path, cases: Cases, *, max_prefix_length: int = 50) -> None:
         _write_rows(handle, items, start, end, cases)
 
 
+def _token_lengths(values: np.ndarray, extra: int, min_digits: int = 1) -> np.ndarray:
+    """Byte length of each value's decimal text (sign included) plus ``extra`` fixed bytes."""
+    values = np.asarray(values, dtype=np.int64)
+    digits = np.maximum(_n_digits(np.abs(values)), min_digits)
+    return digits + (values < 0) + extra
+
+
 def _write_rows(handle: BinaryIO, items: np.ndarray, start: np.ndarray, end: np.ndarray,
                 cases: Cases) -> None:
+    """Rows ``"sid\t" + "i1 i2 ... ik" + "\ttarget\t" + "seconds.mmm\n"``, chunk by chunk.
+
+    The byte length of every row is known up front (from digit counts), so rows are cut into
+    chunks of about ``_CHUNK_BYTES`` output; each chunk formats only its own tokens and the part
+    of the item pool its prefixes use (every pool item once, ``"id "``, so a prefix's list is one
+    contiguous slice of that text), then gathers its rows. Temporaries stay chunk-sized.
+    """
     n = len(start)
-    # Only the part of the pool that some prefix uses needs formatting; every item of it is
-    # formatted once, "id " each, so a prefix's list is one contiguous slice of this text.
-    lo = int(start.min())
-    hi = int(end.max())
-    item_text, item_offsets = _compact(_int_tokens(items[lo:hi], suffix=b" "))
-    tables = [
-        _session_tokens(cases.session_id),
-        _int_tokens(cases.target, prefix=b"\t", suffix=b"\t"),
-        _int_tokens(cases.timestamp_ms, suffix=b"\n", decimals=3),
-    ]
-    # One source buffer: [item text | session tokens | target tokens | timestamp tokens].
-    source = np.concatenate([item_text] + [table[0] for table in tables])
-    bases = np.cumsum([len(item_text)] + [len(table[0]) for table in tables])
+    session_id = np.asarray(cases.session_id)
+    target = np.asarray(cases.target, dtype=np.int64)
+    timestamp = np.asarray(cases.timestamp_ms, dtype=np.int64)
+    if len(timestamp) and timestamp.min() == np.iinfo(np.int64).min:
+        raise ValueError("cannot format the smallest int64")
 
-    segment_starts = np.empty((n, 4), dtype=np.int64)
-    segment_lengths = np.empty((n, 4), dtype=np.int64)
-    # Row layout: "sid\t" + "i1 i2 ... ik" + "\ttarget\t" + "seconds.mmm\n".
-    segment_starts[:, 0] = tables[0][1] + bases[0]
-    segment_lengths[:, 0] = tables[0][2]
-    segment_starts[:, 1] = item_offsets[start - lo]
-    # The item text without the trailing space of the prefix's last item.
-    segment_lengths[:, 1] = np.maximum(item_offsets[end - lo] - item_offsets[start - lo] - 1, 0)
-    for column, (table, base) in enumerate(zip(tables[1:], bases[1:]), start=2):
-        segment_starts[:, column] = table[1] + base
-        segment_lengths[:, column] = table[2]
-    del tables, item_text, item_offsets
+    lo, hi = int(start.min()), int(end.max())
+    item_offsets = np.zeros(hi - lo + 1, dtype=np.int64)
+    np.cumsum(_token_lengths(items[lo:hi], 1), out=item_offsets[1:])
+    list_bytes = np.maximum(item_offsets[end - lo] - item_offsets[start - lo] - 1, 0)
+    text_sessions = session_id.dtype.kind not in "iu"
+    if text_sessions:
+        sid_buffer, sid_starts, sid_bytes = _session_tokens(session_id)
+    else:
+        sid_bytes = _token_lengths(session_id, 1)
+    row_end = np.cumsum(sid_bytes + list_bytes + _token_lengths(target, 2)
+                        + _token_lengths(timestamp, 2, min_digits=4))
+    del list_bytes, item_offsets
 
-    row_bytes = segment_lengths.sum(axis=1)
-    row_end = np.cumsum(row_bytes)
-    # Chunks of whole rows, at most _CHUNK_BYTES + the longest row of output each; the gather
-    # buffers are allocated once and reused.
+    # Chunks of whole rows: at most _CHUNK_BYTES of output or _CHUNK_ROWS rows, or one row.
     cuts = np.searchsorted(row_end, np.arange(_CHUNK_BYTES, int(row_end[-1]), _CHUNK_BYTES),
                            side="right")
-    bounds = np.unique(np.concatenate([[0], cuts, [n]]))
-    capacity = _CHUNK_BYTES + int(row_bytes.max())
-    gather = _Gather(source, capacity)
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        handle.write(gather(segment_starts[a:b].ravel(), segment_lengths[a:b].ravel()))
+    bounds = np.unique(np.concatenate([[0], cuts, np.arange(0, n, _CHUNK_ROWS), [n]]))
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if b == a:
+            continue
+        p0, p1 = int(start[a:b].min()), int(end[a:b].max())
+        item_text, offsets = _int_text(items[p0:p1], suffix=b" ")
+        if text_sessions:
+            sid_pool = _ragged_gather(sid_buffer, sid_starts[a:b], sid_bytes[a:b])
+            sid_len = sid_bytes[a:b]
+            sid_start = np.cumsum(sid_len) - sid_len
+        else:
+            sid_pool, sid_start, sid_len = _int_tokens(session_id[a:b], suffix=b"\t")
+        target_pool, target_start, target_len = _int_tokens(target[a:b], prefix=b"\t", suffix=b"\t")
+        ts_pool, ts_start, ts_len = _int_tokens(timestamp[a:b], suffix=b"\n", decimals=3)
+        source = np.concatenate([item_text, sid_pool, target_pool, ts_pool])
+        base_sid = len(item_text)
+        base_target = base_sid + len(sid_pool)
+        base_ts = base_target + len(target_pool)
 
-
-class _Gather:
-    """Reusable ragged byte gather from one source buffer (no page faults per chunk)."""
-
-    def __init__(self, source: np.ndarray, capacity: int):
-        self.source = source
-        self.dtype = np.int32 if len(source) < 2**31 - 1 else np.int64
-        self.steps = np.empty(capacity, dtype=self.dtype)
-        self.index = np.empty(capacity, dtype=self.dtype)
-        self.out = np.empty(capacity, dtype=np.uint8)
-
-    def __call__(self, starts: np.ndarray, lengths: np.ndarray) -> memoryview:
-        keep = lengths > 0
-        starts = starts[keep]
-        lengths = lengths[keep]
-        total = int(lengths.sum())
-        if total > len(self.out):
-            raise AssertionError("gather chunk larger than its buffer")
-        if total == 0:
-            return memoryview(b"")
-        # index = cumsum(steps): +1 inside a segment, a jump at each segment's first byte.
-        destination = np.cumsum(lengths) - lengths
-        steps = self.steps[:total]
-        steps.fill(1)
-        jumps = starts.copy()
-        jumps[1:] -= starts[:-1] + lengths[:-1] - 1
-        steps[destination] = jumps
-        index = np.cumsum(steps, out=self.index[:total])
-        np.take(self.source, index, out=self.out[:total])
-        return self.out[:total].data
+        rows = b - a
+        segment_starts = np.empty((rows, 4), dtype=np.int64)
+        segment_lengths = np.empty((rows, 4), dtype=np.int64)
+        segment_starts[:, 0] = sid_start + base_sid
+        segment_lengths[:, 0] = sid_len
+        first = offsets[start[a:b] - p0]
+        segment_starts[:, 1] = first
+        # The item text without the trailing space of the prefix's last item.
+        segment_lengths[:, 1] = np.maximum(offsets[end[a:b] - p0] - first - 1, 0)
+        segment_starts[:, 2] = target_start + base_target
+        segment_lengths[:, 2] = target_len
+        segment_starts[:, 3] = ts_start + base_ts
+        segment_lengths[:, 3] = ts_len
+        chunk = _ragged_gather(source, segment_starts.ravel(), segment_lengths.ravel())
+        expected = int(row_end[b - 1] - (row_end[a - 1] if a else 0))
+        if len(chunk) != expected:
+            raise AssertionError(f"row bytes {len(chunk)} != predicted {expected}")
+        handle.write(chunk.data)
 
 
 def cases_file_rows(path: str | os.PathLike) -> int:
