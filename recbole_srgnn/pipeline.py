@@ -346,9 +346,11 @@ def _start(config: Config, quiet: bool) -> None:
     init_seed(config["seed"], config["reproducibility"])
     if not quiet:
         init_logger(config)
-    device = config["device"]
-    if config["flush_denormal"] and torch.device(device).type == "cpu":
+    device = torch.device(config["device"])
+    if config["flush_denormal"] and device.type == "cpu":
         torch.set_flush_denormal(True)  # DESIGN §4: softmax over a big catalogue makes denormals
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # peak_gpu_mb per run, not per process
 
 
 def _version(distribution: str, module: str) -> str | None:
@@ -374,6 +376,7 @@ def versions() -> dict:
 
 
 def peak_memory(device) -> dict:
+    """Peak RSS of this process so far (MiB) and, on CUDA, the run's peak allocated GPU memory."""
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -639,7 +642,9 @@ def run_distributed(
     # Merge the layers here once: checks the names and builds a registered dataset before the
     # workers start, so they never race to build it.
     _, _, settings = _settings(model, dataset, config_files, config_dict)
-    gpu_ids = [g for g in str(settings.get("gpu_id", "0")).split(",") if g.strip()]
+    gpu_id = settings.get("gpu_id", "0")
+    gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (list, tuple)) else str(gpu_id)
+    gpu_ids = [g for g in gpu_id.split(",") if g.strip()]
     if len(gpu_ids) < nproc:
         raise InputError(f"--nproc={nproc} needs gpu_id to list {nproc} GPUs "
                          f"(e.g. --gpu_id='{','.join(map(str, range(nproc)))}')")

@@ -294,3 +294,39 @@ def test_results_table_labels_hit_at_1():
     hit = next(line for line in lines if line.startswith("Hit@1"))
     assert "next-item accuracy" in hit and "0.2500" in hit and "0.1250" in hit
     assert any(line.startswith("MRR@10") for line in lines)
+
+
+def test_run_distributed_gives_each_rank_the_ddp_keys(workdir, monkeypatch):
+    """The spawn plumbing (the NCCL run itself needs GPUs): one ``run`` per rank, rank 0's result."""
+    import torch.multiprocessing as mp
+
+    calls = []
+
+    def fake_run(model, dataset, config_files, config_dict, **kwargs):
+        calls.append((model, dataset, config_files, dict(config_dict), kwargs))
+        return {"rank": config_dict["local_rank"]}
+
+    def fake_spawn(fn, args, nprocs, join):
+        assert join
+        for rank in range(nprocs):
+            fn(rank, *args)
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(mp, "spawn", fake_spawn)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    base = {"data_path": str(workdir / "data"), "gpu_id": "0,1", "epochs": "1"}
+    out = pipeline.run_distributed("GRU4Rec", "tiny", None, base, nproc=2, port=1234,
+                                   result_file="r.json", quiet=True)
+    assert out == {"rank": 0}
+    assert [c[3]["local_rank"] for c in calls] == [0, 1]
+    for model, dataset, files, config_dict, kwargs in calls:
+        assert (model, dataset, files) == ("GRU4Rec", "tiny", None)
+        assert {k: config_dict[k] for k in ("world_size", "nproc", "offset", "ip", "port")} == {
+            "world_size": 2, "nproc": 2, "offset": 0, "ip": "localhost", "port": "1234"}
+        assert config_dict["epochs"] == "1" and config_dict["gpu_id"] == "0,1"
+        assert kwargs == {"result_file": "r.json", "saved": True, "show_progress": True,
+                          "quiet": True}
+    with pytest.raises(InputError, match="gpu_id"):
+        pipeline.run_distributed("GRU4Rec", "tiny", None, {**base, "gpu_id": "0"}, nproc=2)
+    with pytest.raises(InputError, match="world_size"):
+        pipeline.run_distributed("GRU4Rec", "tiny", None, base, nproc=2, world_size=1)
