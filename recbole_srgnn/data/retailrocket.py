@@ -25,6 +25,15 @@ timestamp, visitor id, the session's order within its visitor); each file lists 
 that order, every session's n - 1 (prefix -> next item) cases in time order. Item ids are the
 original ones.
 
+Presets (``PRESETS``; explicit options override them on the command line):
+
+- ``ludewig2021``: Ludewig et al. 2021 ("Empirical analysis of session-based recommendation
+  algorithms", UMUAI): 30-minute sessions over all events, views only, no de-duplication, item
+  support >= 5, session length >= 2, last 7 days test and the 7 days before them validation.
+- ``hidasi-gru4rec``: Hidasi's GRU4Rec comparison on Retail Rocket: 1-hour sessions, views only,
+  consecutive duplicates removed, iterated filters (support >= 5, length >= 2), last 7 days test,
+  7 days validation.
+
 A second call with the same input bytes and the same options reuses the files (checked through
 ``stats.json``: the options, the input's size and SHA-256, and the presence and sizes of every
 output file); ``force=True`` rebuilds.
