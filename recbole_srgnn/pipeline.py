@@ -406,7 +406,7 @@ def _data_summary(dataset, train_data, valid_data, test_data) -> dict:
 def _default_result_path(config: Config, name: str, dataset: str, tag: str = "") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config["checkpoint_dir"] or "saved") / f"{name}-{dataset}{tag}-{stamp}"
-    path, n = base.with_suffix(".json"), 1
+    path, n = base.with_name(f"{base.name}.json"), 1  # not with_suffix: names may hold dots
     while path.exists():
         path, n = base.with_name(f"{base.name}-{n}.json"), n + 1
     return path

@@ -330,3 +330,13 @@ def test_run_distributed_gives_each_rank_the_ddp_keys(workdir, monkeypatch):
         pipeline.run_distributed("GRU4Rec", "tiny", None, {**base, "gpu_id": "0"}, nproc=2)
     with pytest.raises(InputError, match="world_size"):
         pipeline.run_distributed("GRU4Rec", "tiny", None, base, nproc=2, world_size=1)
+
+
+def test_default_result_path_keeps_dotted_names_and_never_overwrites(tmp_path):
+    config = {"checkpoint_dir": str(tmp_path)}
+    first = pipeline._default_result_path(config, "SRGNN", "data.v2")
+    assert first.parent == tmp_path and first.name.startswith("SRGNN-data.v2-")
+    assert first.suffix == ".json"
+    first.write_text("{}")
+    second = pipeline._default_result_path(config, "SRGNN", "data.v2")
+    assert second != first and not second.exists()
