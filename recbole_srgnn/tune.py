@@ -467,7 +467,7 @@ def _find_checkpoint(trial_dir: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
-def _settings_from_args(args, options: dict, output: Path) -> dict:
+def _settings_from_args(args, options: dict, output: Path, argv: list[str]) -> dict:
     model = args.model or DEFAULT_MODEL
     settings = {key: getattr(args, key) for key in FIXED_SETTINGS}
     for key, value in DEFAULTS.items():
@@ -481,7 +481,7 @@ def _settings_from_args(args, options: dict, output: Path) -> dict:
     settings["output"] = str(output)
     settings["cwd"] = os.getcwd()
     settings["command"] = " ".join(shlex.quote(a) for a in
-                                   ["python", "-m", "recbole_srgnn.tune", *sys.argv[1:]])
+                                   ["python", "-m", "recbole_srgnn.tune", *argv])
     return settings
 
 
@@ -629,8 +629,13 @@ def _quiet_ray_logs() -> None:
 
 
 def run_search(settings: dict, *, resume: bool, address: str | None = None,
-               num_cpus: int | None = None, retry_failed: bool = False) -> int:
-    """Run (or resume) the search described by ``settings``; write the outputs. Exit code."""
+               num_cpus: int | None = None, retry_failed: bool = False,
+               extra_callbacks: list | None = None) -> int:
+    """Run (or resume) the search described by ``settings``; write the outputs. Exit code.
+
+    ``extra_callbacks`` (Ray Tune ``Callback`` objects) join this run only; a resumed run gets
+    its own (they are not restored from the experiment).
+    """
     output = Path(settings["output"])
     space = parse_space(settings["space_text"], settings["space"])
     space.check_search(settings["search"])
@@ -648,7 +653,6 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     started = time.perf_counter()
     owns_ray = _init_ray(address, num_cpus)
     ray_seconds = time.perf_counter() - started
@@ -687,7 +691,7 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
             tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable,
                                        resume_unfinished=True, resume_errored=False,
                                        restart_errored=retry_failed)
-            _replace_callbacks(tuner, [callback])
+            _replace_callbacks(tuner, [callback, *(extra_callbacks or [])])
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -701,7 +705,7 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
                 ),
                 run_config=air.RunConfig(
                     name=EXPERIMENT, storage_path=str(output), verbose=0,
-                    callbacks=[callback],
+                    callbacks=[callback, *(extra_callbacks or [])],
                     failure_config=air.FailureConfig(max_failures=0, fail_fast=False),
                 ),
             )
@@ -876,7 +880,8 @@ def _write_json(path: Path, data: Mapping) -> None:
 
 
 @cli_errors
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, extra_callbacks: list | None = None) -> int:
+    """The command line; ``extra_callbacks`` are Ray Tune callbacks for this run (embedding, tests)."""
     args, extra = build_parser().parse_known_args(argv)
     options = split_options(extra)
     if args.output is None:
@@ -893,7 +898,8 @@ def main(argv: list[str] | None = None) -> int:
         if (output / SETTINGS_FILE).exists() or (output / EXPERIMENT).exists():
             raise InputError(f"{output} already holds a search: continue it with --resume, "
                              f"or choose another --output")
-        settings = _settings_from_args(args, options, output)
+        settings = _settings_from_args(args, options, output,
+                                       list(sys.argv[1:] if argv is None else argv))
         _numbers(settings)
         space = load_space(settings["space"])
         settings["space_text"] = space.text
@@ -901,7 +907,8 @@ def main(argv: list[str] | None = None) -> int:
         _check_optuna(settings["search"])
         _check_options(options, space)
     return run_search(settings, resume=args.resume, address=args.address,
-                      num_cpus=args.num_cpus, retry_failed=args.retry_failed)
+                      num_cpus=args.num_cpus, retry_failed=args.retry_failed,
+                      extra_callbacks=extra_callbacks)
 
 
 if __name__ == "__main__":

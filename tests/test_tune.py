@@ -1,0 +1,466 @@
+"""Ray Tune search (recbole_srgnn.tune): space files, CLI errors, an end-to-end search with a
+failing trial, per-epoch reports, outputs, and resume after Ctrl-C.
+
+The searches run on a tiny benchmark dataset written here (the embedded synthetic default takes
+minutes per epoch on a 2-core machine) in one Ray instance shared by the module.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbole_srgnn import tune, tune_report
+from recbole_srgnn.tune_space import load_space, parse_space
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float"
+TINY = ["--train_batch_size=64", "--eval_batch_size=64", "--stopping_step=10",
+        "--embedding_size=16", "--hidden_size=16"]
+
+
+def write_tiny(root: Path, name: str = "tinytune", n_items: int = 25, seed: int = 1) -> Path:
+    """Pre-augmented benchmark files; sessions walk 1 -> 2 -> ... (learnable)."""
+    rng = random.Random(seed)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    sid = 0
+    for split, n_sessions in (("train", 60), ("valid", 12), ("test", 12)):
+        rows = [HEADER]
+        for _ in range(n_sessions):
+            sid += 1
+            start = rng.randrange(n_items)
+            items = [(start + k) % n_items + 1 for k in range(rng.randint(3, 5))]
+            for j in range(1, len(items)):
+                rows.append(f"s{sid}\t{' '.join(map(str, items[:j]))}\t{items[j]}\t{sid * 100 + j}.0")
+        (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------------------------------------
+# Space files (no Ray, no RecBole)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["SRGNN", "GRU4Rec", "NARM"])
+def test_shipped_space_files_are_valid_and_commented(model):
+    path = REPO / "properties" / "tune" / f"{model}.yaml"
+    space = load_space(path)
+    assert space.sampled
+    assert "learning_rate" in space.keys and "weight_decay" in space.keys
+    assert "train_batch_size" in space.keys
+    # every option line carries a comment
+    for line in path.read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            assert "#" in line, f"{path.name}: no comment on {line!r}"
+    lr = next(p for p in space.params if p.key == "learning_rate")
+    assert lr.type == "loguniform" and 0 < lr.low < lr.high
+
+
+def test_srgnn_space_covers_the_models_options():
+    space = load_space(REPO / "properties" / "tune" / "SRGNN.yaml")
+    expected = {"embedding_size", "step", "readout", "embedding_dropout", "hidden_dropout",
+                "learning_rate", "weight_decay", "lr_decay_step", "lr_decay_rate",
+                "train_batch_size"}
+    assert expected <= set(space.keys)
+
+
+def test_list_valued_option_is_assembled():
+    space = load_space(REPO / "properties" / "tune" / "NARM.yaml")
+    names = [p.name for p in space.sampled]
+    assert "dropout_probs[0]" in names and "dropout_probs[1]" in names
+    sampled = {p.name: (p.low if p.low is not None else p.values[-1]) for p in space.sampled}
+    sampled["dropout_probs[1]"] = 0.30000000000000004  # a quantised sample's float noise
+    values = space.config_values(sampled)
+    assert values["dropout_probs"] == [0.0, 0.3]
+    assert values["train_batch_size"] == 512
+
+
+def test_fixed_values_and_unknown_keys_pass_through():
+    space = parse_space(
+        "learning_rate: {type: loguniform, low: 1e-4, high: 1e-2}\n"
+        "not_a_model_option: {type: fixed, value: abc}\n"
+        "dropout_probs: {type: list, items: [{type: fixed, value: 0.25}, "
+        "{type: uniform, low: 0.1, high: 0.5}]}\n"
+    )
+    assert [p.name for p in space.sampled] == ["learning_rate", "dropout_probs[1]"]
+    values = space.config_values({"learning_rate": 0.001, "dropout_probs[1]": 0.2})
+    assert values == {"learning_rate": 0.001, "not_a_model_option": "abc",
+                      "dropout_probs": [0.25, 0.2]}
+
+
+BAD_SPACES = {
+    "unknown_type": ("lr: {type: logunifrom, low: 1, high: 2}\n", "unknown type 'logunifrom'"),
+    "low_ge_high": ("lr: {type: uniform, low: 0.5, high: 0.5}\n", "low < high"),
+    "log_nonpositive": ("lr: {type: loguniform, low: 0, high: 1}\n", "low > 0"),
+    "randint_float": ("step: {type: randint, low: 1.5, high: 3}\n", "whole number"),
+    "missing_field": ("lr: {type: uniform, low: 0.1}\n", "lacks 'high'"),
+    "extra_field": ("lr: {type: uniform, low: 0.1, high: 0.2, hi: 3}\n", "unexpected field 'hi'"),
+    "no_type": ("lr: {low: 0.1, high: 0.2}\n", "has no type"),
+    "scalar_entry": ("lr: 0.01\n", "must be a mapping"),
+    "empty_choice": ("readout: {type: choice, values: []}\n", "non-empty list"),
+    "quniform_bounds": ("d: {type: quniform, low: 0.05, high: 0.5, q: 0.1}\n", "multiples of q"),
+    "reserved_key": ("epochs: {type: randint, low: 1, high: 5}\n", "--max_epochs"),
+    "not_a_mapping": ("- a\n- b\n", "must map option names"),
+    "empty": ("# nothing\n", "defines no parameters"),
+    "only_fixed": ("a: {type: fixed, value: 1}\n", "nothing to search"),
+    "yaml_error": ("lr: {type: uniform, low: 0.1\nstep: [\n", "not valid YAML"),
+    "nested_list": ("d: {type: list, items: [{type: list, items: []}]}\n", "cannot be nested"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_bad_space_file_exits_2_with_one_line(case, tmp_path, capsys):
+    text, expected = BAD_SPACES[case]
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    rc = tune.main([f"--space={space}", f"--output={tmp_path / 'out'}"])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert expected in line and str(space) in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_space_file_exits_2(tmp_path, capsys):
+    rc = tune.main([f"--space={tmp_path / 'nope.yaml'}", f"--output={tmp_path / 'out'}"])
+    assert rc == 2
+    assert "does not exist" in _one_error_line(capsys)
+
+
+def test_space_error_needs_no_ray_or_recbole(tmp_path):
+    """A bad space file is reported before Ray or RecBole is imported (instant errors)."""
+    import subprocess
+    import sys
+
+    space = tmp_path / "bad.yaml"
+    space.write_text("lr: {type: uniform, low: 2, high: 1}\n")
+    code = ("import sys; from recbole_srgnn import tune; rc = tune.main(sys.argv[1:]); "
+            "assert 'ray' not in sys.modules and 'recbole' not in sys.modules, 'imported'; "
+            "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, f"--space={space}",
+                           f"--output={tmp_path / 'o'}"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "low < high" in proc.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--epochs=3"], "--max_epochs"),
+    (["--gpu_id=0"], "--gpus_per_trial"),
+    (["--learning_rate=0.1"], "also in the space file"),
+    (["--num_samples=0"], "at least 1"),
+    (["--reduction_factor=1"], "at least 2"),
+    (["--retry_failed"], "--resume only"),
+    (["stray"], "--key=value"),
+])
+def test_cli_option_errors(argv, expected, tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("learning_rate: {type: loguniform, low: 1e-4, high: 1e-2}\n")
+    rc = tune.main([f"--space={space}", f"--output={tmp_path / 'out'}", *argv])
+    assert rc == 2
+    assert expected in _one_error_line(capsys)
+
+
+def test_output_is_required(capsys):
+    assert tune.main(["--space=properties/tune/SRGNN.yaml"]) == 2
+    assert "--output" in _one_error_line(capsys)
+
+
+def test_resume_without_a_search_exits_2(tmp_path, capsys):
+    assert tune.main(["--resume", f"--output={tmp_path}"]) == 2
+    assert "holds no search" in _one_error_line(capsys)
+
+
+def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    rc = tune.main(["--space=properties/tune/SRGNN.yaml", "--search=optuna",
+                    f"--output={tmp_path / 'out'}"])
+    assert rc == 2
+    line = _one_error_line(capsys)
+    assert "optuna" in line and "pip install" in line
+
+
+def test_optuna_refuses_grid(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("embedding_size: {type: grid, values: [8, 16]}\n")
+    rc = tune.main([f"--space={space}", "--search=optuna", f"--output={tmp_path / 'out'}"])
+    assert rc == 2
+    assert "grid" in _one_error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray search spaces (Ray's sampling, no cluster)
+# ---------------------------------------------------------------------------------------------
+def test_ray_domains_sample_inside_the_declared_ranges():
+    space = parse_space(
+        "lr: {type: loguniform, low: 1e-4, high: 1e-2}\n"
+        "step: {type: randint, low: 1, high: 3}\n"
+        "drop: {type: quniform, low: 0.0, high: 0.5, q: 0.1}\n"
+        "u: {type: uniform, low: -1, high: 1}\n"
+        "readout: {type: choice, values: [hybrid, global]}\n"
+    )
+    domains = tune._param_space(space)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lr = np.asarray(domains["lr"].sample(size=500, random_state=rng), dtype=float)
+    assert lr.min() >= 1e-4 and lr.max() <= 1e-2
+    assert (lr < 1e-3).mean() > 0.3  # log-uniform: half the mass below the geometric middle
+    steps = set(int(v) for v in domains["step"].sample(size=300, random_state=rng))
+    assert steps == {1, 2, 3}  # both ends included
+    drops = [space.config_values({"lr": 1e-3, "step": 1, "drop": float(v), "u": 0.0,
+                                  "readout": "hybrid"})["drop"]
+             for v in domains["drop"].sample(size=200, random_state=rng)]
+    assert set(drops) <= {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}
+    assert set(domains["readout"].sample(size=50, random_state=rng)) == {"hybrid", "global"}
+
+
+def test_optuna_accepts_the_shipped_spaces():
+    pytest.importorskip("optuna")
+    from ray.tune.search.optuna import OptunaSearch
+
+    for model in ("SRGNN", "GRU4Rec", "NARM"):
+        space = load_space(REPO / "properties" / "tune" / f"{model}.yaml")
+        space.check_search("optuna")
+        searcher = tune._search_alg({"search": "optuna", "seed": 0})
+        assert isinstance(searcher, OptunaSearch)
+        assert searcher.set_search_properties("best_valid_score", "max", tune._param_space(space))
+        suggestion = searcher.suggest("t1")
+        assert set(suggestion) == {p.name for p in space.sampled}
+        values = space.config_values(suggestion)
+        assert 1e-4 <= values["learning_rate"] <= 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# Records, selection and outputs from trial events (no Ray)
+# ---------------------------------------------------------------------------------------------
+def _events(tmp_path: Path, rows: list[dict]) -> Path:
+    exp = tmp_path / "experiment"
+    exp.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        tune_report.append_event(exp, row)
+    return exp
+
+
+def test_collect_trials_statuses_and_selection_on_validation(tmp_path):
+    exp = _events(tmp_path, [
+        {"event": "start", "trial_id": "a", "time": 0.0, "params": {"lr": 0.1}, "values": {"lr": 0.1}},
+        {"event": "result", "trial_id": "a", "time": 1.0, "epoch": 1, "valid_score": 0.2},
+        {"event": "result", "trial_id": "a", "time": 2.0, "epoch": 2, "valid_score": 0.3},
+        {"event": "result", "trial_id": "a", "time": 3.0, "epoch": 3, "valid_score": 0.3},
+        {"event": "complete", "trial_id": "a", "time": 4.0,
+         "summary": {"train_seconds": 2.5, "setup_seconds": 0.5, "tail_seconds": 0.5}},
+        {"event": "start", "trial_id": "b", "time": 4.0, "params": {"lr": 0.2}, "values": {"lr": 0.2}},
+        {"event": "result", "trial_id": "b", "time": 5.0, "epoch": 1, "valid_score": 0.35},
+        {"event": "complete", "trial_id": "b", "time": 5.0, "summary": None},  # stopped by ASHA
+        {"event": "start", "trial_id": "c", "time": 5.0, "params": {"lr": 0.3}, "values": {"lr": 0.3}},
+        {"event": "error", "trial_id": "c", "time": 6.0, "error": "RuntimeError: boom"},
+        {"event": "start", "trial_id": "d", "time": 6.0, "params": {"lr": 0.4}, "values": {"lr": 0.4}},
+        {"event": "result", "trial_id": "d", "time": 7.0, "epoch": 1, "valid_score": 0.9},
+        # d was interrupted, then restarted from scratch by --resume: only the last run counts
+        {"event": "start", "trial_id": "d", "time": 8.0, "params": {"lr": 0.4}, "values": {"lr": 0.4}},
+        {"event": "result", "trial_id": "d", "time": 9.0, "epoch": 1, "valid_score": 0.1},
+    ])
+    records = tune_report.collect_trials(exp, bigger=True)
+    by_id = {r.trial_id: r for r in records}
+    assert [r.index for r in records] == [0, 1, 2, 3]
+    assert by_id["a"].status == "completed"
+    assert (by_id["a"].best_valid_score, by_id["a"].best_epoch) == (0.3, 3)  # ties: later epoch
+    assert by_id["a"].overhead_seconds == pytest.approx(1.5)
+    assert by_id["b"].status == "stopped" and by_id["b"].epochs_run == 1
+    assert by_id["c"].status == "failed" and by_id["c"].error == "RuntimeError: boom"
+    assert by_id["d"].status == "interrupted" and by_id["d"].curve == [(1, 0.1)]
+    assert tune_report.best_trial(records, bigger=True).trial_id == "b"
+    assert tune_report.best_trial(records, bigger=False).trial_id == "d"
+    text = tune_report.trials_csv_text(records, ["lr"], "MRR@10")
+    rows = list(csv.DictReader(text.splitlines()))
+    assert [row["status"] for row in rows] == ["completed", "stopped", "failed", "interrupted"]
+    assert rows[0]["best_epoch"] == "3" and rows[0]["epochs_run"] == "3"
+    assert rows[2]["error"] == "RuntimeError: boom"
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end with Ray (one local Ray for the module)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=128 * 1024 * 1024, logging_level="WARNING")
+    root = tmp_path_factory.mktemp("tune")
+    write_tiny(root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # RecBole writes log folders into the cwd
+        yield root
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def search(ray_session):
+    """2 trials x 2 epochs with ASHA: one completes, the other raises in the pipeline."""
+    root = ray_session
+    space = root / "space.yaml"
+    space.write_text(
+        "learning_rate: {type: loguniform, low: 3.0e-3, high: 1.0e-2}  # lr\n"
+        "step: {type: randint, low: 1, high: 2}                      # propagation rounds\n"
+        "my_unused_option: {type: choice, values: [7]}               # passed through\n"
+        "lr_decay_step: {type: grid, values: [1, -1]}                # -1 makes the trainer raise\n"
+    )
+    out = root / "search"
+    argv = ["--model=SRGNN", "--dataset=tinytune", f"--space={space}", "--num_samples=1",
+            "--max_epochs=2", f"--output={out}", f"--data_path={root / 'data'}", *TINY]
+    rc = tune.main(argv)
+    return rc, out
+
+
+def test_search_outputs(search):
+    rc, out = search
+    assert rc == 0
+    for name in ("trials.csv", "best.yaml", "report.md", "valid_curves.png", "best_test.json",
+                 "tune_settings.json"):
+        assert (out / name).is_file(), name
+    assert (out / "valid_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = _read_csv(out / "trials.csv")
+    assert len(rows) == 2
+    statuses = sorted(row["status"] for row in rows)
+    assert statuses == ["completed", "failed"]
+    ok = next(row for row in rows if row["status"] == "completed")
+    bad = next(row for row in rows if row["status"] == "failed")
+    assert ok["lr_decay_step"] == "1" and bad["lr_decay_step"] == "-1"
+    assert "lr_decay_step" in bad["error"] and bad["best_valid_score"] == ""
+    assert ok["epochs_run"] == "2" and ok["best_epoch"] in ("1", "2")
+    assert 3e-3 <= float(ok["learning_rate"]) <= 1e-2 and ok["step"] in ("1", "2")
+    assert ok["valid_metric"] == "MRR@10"
+    assert "test" not in ",".join(rows[0].keys())  # no test metric in the selection table
+
+
+def test_every_epoch_is_reported_with_validation_only(search):
+    _, out = search
+    rows = _read_csv(out / "trials.csv")
+    ok = next(row for row in rows if row["status"] == "completed")
+    trial_dir = Path(ok["trial_dir"])
+    progress = _read_csv(trial_dir / "progress.csv")
+    assert [int(r["training_iteration"]) for r in progress] == [1, 2]
+    assert [int(r["epoch"]) for r in progress] == [1, 2]
+    scores = [float(r["valid_score"]) for r in progress]
+    assert float(ok["best_valid_score"]) == pytest.approx(max(scores), abs=1e-6)
+    assert all(not key.startswith("test") for key in progress[0])
+    assert float(progress[0]["valid_mrr@10"]) == pytest.approx(scores[0])
+    summary = json.loads((trial_dir / "summary.json").read_text())
+    assert summary["completed"] and summary["epochs_trained"] == 2
+    per_trial = json.loads((trial_dir / "pipeline_result.json").read_text())
+    assert per_trial["test_result"] is None  # the search never keeps test metrics of a trial
+
+
+def test_best_yaml_reproduces_the_best_trial(search, ray_session):
+    from recbole_srgnn import pipeline
+
+    _, out = search
+    text = (out / "best.yaml").read_text()
+    assert text.startswith("# Best configuration of a Ray Tune search")
+    assert "python run.py --model=SRGNN --dataset=tinytune" in text
+    values = yaml.safe_load(text)
+    rows = _read_csv(out / "trials.csv")
+    ok = next(row for row in rows if row["status"] == "completed")
+    assert values["learning_rate"] == pytest.approx(float(ok["learning_rate"]), rel=1e-5)
+    assert values["step"] == int(ok["step"]) and values["lr_decay_step"] == 1
+    assert values["my_unused_option"] == 7 and values["epochs"] == 2
+    assert values["train_batch_size"] == 64
+    config = pipeline.build_config("SRGNN", "tinytune", [str(out / "best.yaml")])
+    assert config["learning_rate"] == pytest.approx(values["learning_rate"])
+    assert config["step"] == values["step"] and config["epochs"] == 2
+    assert config["embedding_size"] == 16
+
+
+def test_report_has_best_config_test_metrics_and_overhead(search):
+    _, out = search
+    report = (out / "report.md").read_text()
+    best_test = json.loads((out / "best_test.json").read_text())
+    test = best_test["test_result"]
+    assert set(test) >= {"hit@10", "mrr@10"}
+    assert f"| mrr@10 |" in report and f"{test['mrr@10']:.4f}" in report
+    assert "![validation curves](valid_curves.png)" in report
+    assert "## Trial overhead" in report and "mean **" in report
+    rows = _read_csv(out / "trials.csv")
+    ok = next(row for row in rows if row["status"] == "completed")
+    assert best_test["checkpoint"].startswith(ok["trial_dir"])
+    assert float(ok["overhead_seconds"]) >= 0
+    # the failed trial's checkpoint folder (if any) was pruned; the best one is kept
+    bad = next(row for row in rows if row["status"] == "failed")
+    assert not (Path(bad["trial_dir"]) / "checkpoints").exists()
+    assert Path(best_test["checkpoint"]).is_file()
+
+
+def test_second_search_in_the_same_output_is_refused(search, capsys):
+    _, out = search
+    assert tune.main([f"--output={out}", "--space=properties/tune/SRGNN.yaml"]) == 2
+    assert "--resume" in _one_error_line(capsys)
+
+
+def _interrupt_after_first_trial():
+    """A Ray Tune callback that presses Ctrl-C (SIGINT to this process) when a trial finishes."""
+    from ray.tune import Callback
+
+    class Interrupt(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return Interrupt()
+
+
+def test_interrupted_search_resumes_without_redoing_finished_trials(ray_session, capsys):
+    root = ray_session
+    space = root / "space_resume.yaml"
+    space.write_text("learning_rate: {type: loguniform, low: 1.0e-3, high: 1.0e-2}\n")
+    out = root / "resumable"
+    argv = ["--model=GRU4Rec", "--dataset=tinytune", f"--space={space}", "--num_samples=3",
+            "--max_epochs=1", "--scheduler=fifo", f"--output={out}",
+            f"--data_path={root / 'data'}", *TINY]
+    rc = tune.main(argv, extra_callbacks=[_interrupt_after_first_trial()])
+    assert rc == 130
+    assert "--resume" in capsys.readouterr().err
+    first = _read_csv(out / "trials.csv")
+    finished = [row for row in first if row["status"] == "completed"]
+    assert len(finished) == 1
+    done_dir = Path(finished[0]["trial_dir"])
+    summary_before = (done_dir / "summary.json").read_text()
+    assert not (out / "report.md").exists()
+
+    # changing the experiment on resume is refused
+    assert tune.main(["--resume", f"--output={out}", "--num_samples=5"]) == 2
+    assert "--num_samples=3" in _one_error_line(capsys)
+
+    rc = tune.main(["--resume", f"--output={out}"])
+    assert rc == 0
+    rows = _read_csv(out / "trials.csv")
+    assert len(rows) == 3 and all(row["status"] == "completed" for row in rows)
+    assert (done_dir / "starts.txt").read_text().count("\n") == 1  # not run again
+    assert (done_dir / "summary.json").read_text() == summary_before
+    assert {row["trial_id"] for row in rows} >= {finished[0]["trial_id"]}
+    assert (out / "report.md").is_file() and (out / "best.yaml").is_file()
