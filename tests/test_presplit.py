@@ -69,7 +69,7 @@ def write_pickle_source(folder: Path, test_tuple, train=TRAIN) -> Path:
     return folder
 
 
-def expected_session_cases(sessions, first_position: int):
+def expected_session_cases(sessions):
     """(prefix, target) of every session, n - 1 cases each, oldest first."""
     out = []
     for s in sessions:
@@ -93,8 +93,8 @@ def test_text_source_gives_published_test_cases_and_session_splits(tmp_path):
     # valid = last 2 of 10 sessions (file order), train = the first 8
     def truncated(cases, k=3):
         return [(p[-k:], t) for p, t in cases]
-    assert [(p, t) for _, p, t, _ in train] == truncated(expected_session_cases(TRAIN[:8], 0))
-    assert [(p, t) for _, p, t, _ in valid] == truncated(expected_session_cases(TRAIN[8:], 0))
+    assert [(p, t) for _, p, t, _ in train] == truncated(expected_session_cases(TRAIN[:8]))
+    assert [(p, t) for _, p, t, _ in valid] == truncated(expected_session_cases(TRAIN[8:]))
     # ids: t<k>/v<k> with k = 1-based line of the training file
     assert [sid for sid, *_ in valid] == ["v9", "v10"]
     assert {sid for sid, *_ in train} == {"t1", "t2", "t3", "t5", "t6", "t7", "t8"}

@@ -16,7 +16,12 @@ atomic dataset the caller looks up itself). ``config`` is a mapping of RecBole-s
   ``config``. ``max_prefix_length``, when not set, follows ``MAX_ITEM_LIST_LENGTH`` (else 50);
 - ``valid_fraction`` (pre-split datasets, default 0.1);
 - ``synthetic_n_events`` / ``synthetic_seed`` (``retailrocket-synthetic`` only; defaults
-  ``synthetic.DEFAULT_N_EVENTS`` / 0).
+  ``synthetic.DEFAULT_N_EVENTS`` / 0);
+- ``data_progress`` (default True): progress lines of the build on stderr.
+
+Options that cannot apply (conversion options for the pre-split dataset, ``valid_fraction`` for
+converted ones, ``source_path`` for the generated one) are refused with an ``InputError`` rather
+than silently ignored.
 
 Registered names:
 
