@@ -97,6 +97,7 @@ SPACE_DIR = REPO_ROOT / "properties" / "tune"
 SETTINGS_FILE = "tune_settings.json"
 EXPERIMENT = "experiment"
 ERROR_LINE_FILE = "error_line.txt"
+DATASET_CACHE = "dataset_cache"
 DEFAULT_MODEL = "SRGNN"
 DEFAULT_DATASET = "retailrocket-synthetic"
 METRIC = "best_valid_score"  # what Ray's scheduler and searcher compare: best so far, per epoch
@@ -565,7 +566,40 @@ def _prepare(settings: dict, space: Space) -> dict:
         "max_epochs": int(max_epochs),
         "metric_label": str(config["valid_metric"]),
         "bigger": bool(config["valid_metric_bigger"]),
+        "config": config,
     }
+
+
+def _dataset_cache(config, output: Path) -> str | None:
+    """Load the dataset once here and pickle it for the trials (RecBole's ``dataset_save_path``).
+
+    Each trial's ``create_dataset`` then unpickles it instead of parsing the benchmark files
+    again, after RecBole has checked that the dataset options (fields, lengths, files, seed)
+    are the same; a trial whose sampled values change them builds its own. Not used when the
+    options already ask for RecBole's own dataset saving.
+    """
+    if config["dataset_save_path"] or config["save_dataset"]:
+        return None
+    path = output / DATASET_CACHE / f"{config['dataset']}.pth"
+    if path.is_file():
+        return str(path)
+    import pickle
+
+    from recbole.data import create_dataset
+
+    from recbole_srgnn.files import atomic_outputs
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = create_dataset(config)
+    with atomic_outputs([path]) as (tmp,):
+        with open(tmp, "wb") as handle:
+            pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    print(f"dataset loaded once for all trials in {time.perf_counter() - started:.1f} s "
+          f"({path})", flush=True)
+    return str(path)
 
 
 def _first_value(param) -> Any:
@@ -660,10 +694,14 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
         from ray import air, tune
 
         _quiet_ray_logs()
+        trial_options = {**job_base["options"], "epochs": job_base["max_epochs"]}
+        cache = _dataset_cache(job_base["config"], output)
+        if cache is not None:
+            trial_options["dataset_save_path"] = cache
         job = {
             "model": settings["model"], "dataset": settings["dataset"],
             "config_files": settings["config_files"], "space": space,
-            "options": {**job_base["options"], "epochs": job_base["max_epochs"]},
+            "options": trial_options,
             "bigger": job_base["bigger"], "max_epochs": job_base["max_epochs"],
             "cpus_per_trial": settings["cpus_per_trial"],
             "gpus_per_trial": settings["gpus_per_trial"],
@@ -808,6 +846,7 @@ def _finish(settings: dict, space: Space, job_base: dict, experiment_dir: Path, 
         events=tr.read_events(experiment_dir)))
     if settings.get("keep_checkpoints", "best") == "best":
         _prune_checkpoints(records, best)
+    shutil.rmtree(output / DATASET_CACHE, ignore_errors=True)  # the search is over
 
     counts = {s: sum(r.status == s for r in records) for s in tr.STATUSES}
     print(f"done: {counts['completed']} completed, {counts['stopped']} stopped early, "

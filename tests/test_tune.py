@@ -376,6 +376,9 @@ def test_every_epoch_is_reported_with_validation_only(search):
     assert summary["completed"] and summary["epochs_trained"] == 2
     per_trial = json.loads((trial_dir / "pipeline_result.json").read_text())
     assert per_trial["test_result"] is None  # the search never keeps test metrics of a trial
+    # trials read the dataset the driver loaded once; the cache is gone after the search
+    cache = Path(per_trial["config"]["dataset_save_path"])
+    assert cache.parent == out / "dataset_cache" and not cache.parent.exists()
 
 
 def test_best_yaml_reproduces_the_best_trial(search, ray_session):
