@@ -26,6 +26,6 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         "dev": ["pytest>=7"],
-        "optuna": ["optuna>=3,<4"],
+        "optuna": ["optuna==3.6.1"],  # tested with ray 2.6.3 (OptunaSearch) and numpy<2
     },
 )
