@@ -9,7 +9,10 @@ adds to :class:`recbole.trainer.Trainer`:
   torch >= 2.6 refuses by default): tensors, numbers, strings, lists and dicts only, with the
   configuration as a plain dict (enums by name);
 - a per-epoch record (training seconds, loss, learning rate, validation metrics) and the best
-  epoch, for the results JSON; an ``epoch_callback(epoch, valid_result, valid_score)`` hook.
+  epoch, for the results JSON; an ``epoch_callback(epoch, valid_result, valid_score)`` hook;
+- early stopping on *strict* improvement: RecBole counts a validation score equal to the best
+  as an improvement, so once step decay has shrunk the learning rate and the (rounded) score
+  stops moving, training never stops. Here an equal score counts as no improvement.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ import time
 import uuid
 from typing import Any, Callable, Mapping
 
+import contextlib
+
 import numpy as np
+import recbole.trainer.trainer as recbole_trainer_module
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import get_local_time
@@ -31,6 +37,29 @@ from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 
 CHECKPOINT_FORMAT = "recbole_srgnn-1"
+
+
+def strict_early_stopping(value, best, cur_step, max_step, bigger=True):
+    """RecBole's ``early_stopping`` contract, but only a strictly better score resets patience.
+
+    Returns ``(best, cur_step, stop_flag, update_flag)``.
+    """
+    improved = value > best if bigger else value < best
+    if improved:
+        return value, 0, False, True
+    cur_step += 1
+    return best, cur_step, cur_step > max_step, False
+
+
+@contextlib.contextmanager
+def _strict_early_stopping():
+    """Use :func:`strict_early_stopping` inside RecBole's ``Trainer.fit`` for one call."""
+    original = recbole_trainer_module.early_stopping
+    recbole_trainer_module.early_stopping = strict_early_stopping
+    try:
+        yield
+    finally:
+        recbole_trainer_module.early_stopping = original
 
 
 def plain(value: Any) -> Any:
@@ -184,10 +213,11 @@ class SessionTrainer(Trainer):
                 epoch_callback(int(epoch_idx), dict(self.last_valid_result or {}), float(valid_score))
 
         # Always "saved" for RecBole: our _save_checkpoint decides between file and memory.
-        return super().fit(
-            train_data, valid_data, verbose=verbose, saved=True,
-            show_progress=show_progress, callback_fn=after_validation,
-        )
+        with _strict_early_stopping():
+            return super().fit(
+                train_data, valid_data, verbose=verbose, saved=True,
+                show_progress=show_progress, callback_fn=after_validation,
+            )
 
     # -- checkpoints ---------------------------------------------------------------------------
     @property

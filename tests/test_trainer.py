@@ -172,3 +172,26 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
     torch.save({"state_dict": {}}, other)
     with pytest.raises(InputError, match="format"):
         load_checkpoint(other)
+
+
+def test_strict_early_stopping_rule():
+    from recbole_srgnn.trainer import strict_early_stopping
+
+    assert strict_early_stopping(0.5, 0.4, 2, 3) == (0.5, 0, False, True)
+    # an equal score is no improvement (RecBole's own rule would reset patience here)
+    assert strict_early_stopping(0.4, 0.4, 0, 3) == (0.4, 1, False, False)
+    assert strict_early_stopping(0.4, 0.4, 3, 3) == (0.4, 4, True, False)
+    assert strict_early_stopping(0.3, 0.4, 0, 3, bigger=False) == (0.3, 0, False, True)
+
+
+def test_training_stops_when_the_validation_score_stops_moving(workdir, data):
+    # learning rate 0: every epoch gives the same validation score, so after the first epoch no
+    # epoch improves and training stops after stopping_step + 1 further epochs
+    trainer = make_trainer(workdir, data, epochs=20, learning_rate=0.0, stopping_step=2)
+    trainer.fit(data[0], data[1], verbose=False, saved=False)
+    assert len(trainer.valid_curve) == 4
+    assert trainer.best_epoch == 0
+    import recbole.trainer.trainer as module
+    from recbole.utils import early_stopping
+
+    assert module.early_stopping is early_stopping  # RecBole's own rule is restored afterwards
