@@ -1,8 +1,9 @@
 """Ray Tune search (recbole_srgnn.tune): space files, CLI errors, an end-to-end search with a
 failing trial, per-epoch reports, outputs, and resume after Ctrl-C.
 
-The searches run on a tiny benchmark dataset written here (the embedded synthetic default takes
-minutes per epoch on a 2-core machine) in one Ray instance shared by the module.
+One Ray instance is shared by the module. The main search runs on the embedded default dataset
+(retailrocket-synthetic, generated small in tmp); the resume test on a tiny benchmark dataset
+written here.
 """
 
 from __future__ import annotations
@@ -321,9 +322,15 @@ def ray_session(tmp_path_factory):
         ray.shutdown()
 
 
+# The embedded default dataset, generated small (40k events, ~25k training cases) in tmp.
+DEFAULT_DATA = ["--dataset=retailrocket-synthetic", "--synthetic_n_events=40000",
+                "--train_batch_size=512", "--embedding_size=16", "--stopping_step=10"]
+
+
 @pytest.fixture(scope="module")
 def search(ray_session):
-    """2 trials x 2 epochs with ASHA: one completes, the other raises in the pipeline."""
+    """SR-GNN on the embedded default dataset, 2 trials x 2 epochs with ASHA: one completes,
+    the other raises in the pipeline (lr_decay_step -1)."""
     root = ray_session
     space = root / "space.yaml"
     space.write_text(
@@ -333,8 +340,8 @@ def search(ray_session):
         "lr_decay_step: {type: grid, values: [1, -1]}                # -1 makes the trainer raise\n"
     )
     out = root / "search"
-    argv = ["--model=SRGNN", "--dataset=tinytune", f"--space={space}", "--num_samples=1",
-            "--max_epochs=2", f"--output={out}", f"--data_path={root / 'data'}", *TINY]
+    argv = ["--model=SRGNN", f"--space={space}", "--num_samples=1", "--max_epochs=2",
+            f"--output={out}", f"--data_path={root / 'default_data'}", *DEFAULT_DATA]
     rc = tune.main(argv)
     return rc, out
 
@@ -387,15 +394,15 @@ def test_best_yaml_reproduces_the_best_trial(search, ray_session):
     _, out = search
     text = (out / "best.yaml").read_text()
     assert text.startswith("# Best configuration of a Ray Tune search")
-    assert "python run.py --model=SRGNN --dataset=tinytune" in text
+    assert "python run.py --model=SRGNN --dataset=retailrocket-synthetic" in text
     values = yaml.safe_load(text)
     rows = _read_csv(out / "trials.csv")
     ok = next(row for row in rows if row["status"] == "completed")
     assert values["learning_rate"] == pytest.approx(float(ok["learning_rate"]), rel=1e-5)
     assert values["step"] == int(ok["step"]) and values["lr_decay_step"] == 1
     assert values["my_unused_option"] == 7 and values["epochs"] == 2
-    assert values["train_batch_size"] == 64
-    config = pipeline.build_config("SRGNN", "tinytune", [str(out / "best.yaml")])
+    assert values["train_batch_size"] == 512 and values["synthetic_n_events"] == 40000
+    config = pipeline.build_config("SRGNN", "retailrocket-synthetic", [str(out / "best.yaml")])
     assert config["learning_rate"] == pytest.approx(values["learning_rate"])
     assert config["step"] == values["step"] and config["epochs"] == 2
     assert config["embedding_size"] == 16
