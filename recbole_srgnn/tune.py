@@ -570,7 +570,7 @@ def _prepare(settings: dict, space: Space) -> dict:
     }
 
 
-def _dataset_cache(config, output: Path) -> str | None:
+def _dataset_cache(config, output: Path, reuse: bool = False) -> str | None:
     """Load the dataset once here and pickle it for the trials (RecBole's ``dataset_save_path``).
 
     Each trial's ``create_dataset`` then unpickles it instead of parsing the benchmark files
@@ -581,7 +581,7 @@ def _dataset_cache(config, output: Path) -> str | None:
     if config["dataset_save_path"] or config["save_dataset"]:
         return None
     path = output / DATASET_CACHE / f"{config['dataset']}.pth"
-    if path.is_file():
+    if reuse and path.is_file():  # --resume: the search's own cache
         return str(path)
     import pickle
 
@@ -636,6 +636,22 @@ def _param_space(space: Space) -> dict:
     return out
 
 
+def check_address(address: str | None) -> None:
+    """A HOST:PORT that does not answer is an InputError at once (Ray itself retries for minutes)."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--address must be HOST:PORT (or 'auto'), got {address!r}")
+    import socket
+
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
 def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     """Start (or join) Ray; True when this process started it and should shut it down."""
     import ray
@@ -681,9 +697,8 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
     job_base = _prepare(settings, space)
     if settings.get("max_epochs") is None:
         settings["max_epochs"] = job_base["max_epochs"]
-    if not resume:
-        output.mkdir(parents=True, exist_ok=True)
-        _write_json(output / SETTINGS_FILE, settings)
+    output.mkdir(parents=True, exist_ok=True)
+    cache = _dataset_cache(job_base["config"], output, reuse=resume)
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -691,11 +706,12 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
     owns_ray = _init_ray(address, num_cpus)
     ray_seconds = time.perf_counter() - started
     try:
+        if not resume:
+            _write_json(output / SETTINGS_FILE, settings)  # from now on --resume applies
         from ray import air, tune
 
         _quiet_ray_logs()
         trial_options = {**job_base["options"], "epochs": job_base["max_epochs"]}
-        cache = _dataset_cache(job_base["config"], output)
         if cache is not None:
             trial_options["dataset_save_path"] = cache
         job = {
@@ -828,7 +844,8 @@ def _finish(settings: dict, space: Space, job_base: dict, experiment_dir: Path, 
             f"{best.best_valid_score:.4f} at epoch {best.best_epoch}, trial {best.trial_id}.",
         ]
         if test and test.get("test_result"):
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in list(test["test_result"].items())[:6])
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in test["test_result"].items()
+                              if k.endswith("@10") or k == "hit@1")
             header.append(f"Test of that trial's best checkpoint (after the search): {shown}.")
         files = " ".join([*(settings["config_files"] or []), str(output / "best.yaml")])
         header.append(f"Train it again: python run.py --model={settings['model']} "
@@ -928,6 +945,7 @@ def main(argv: list[str] | None = None, *, extra_callbacks: list | None = None) 
     output = Path(args.output).expanduser().resolve()
     if args.retry_failed and not args.resume:
         raise InputError("--retry_failed applies to --resume only")
+    check_address(args.address)
 
     if args.resume:
         settings = _load_settings(output)

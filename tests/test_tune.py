@@ -172,6 +172,8 @@ def test_space_error_needs_no_ray_or_recbole(tmp_path):
     (["--reduction_factor=1"], "at least 2"),
     (["--retry_failed"], "--resume only"),
     (["stray"], "--key=value"),
+    (["--address=127.0.0.1:1"], "cannot reach the Ray cluster"),  # nothing listens on port 1
+    (["--address=nohostport"], "HOST:PORT"),
 ])
 def test_cli_option_errors(argv, expected, tmp_path, capsys):
     space = tmp_path / "s.yaml"
