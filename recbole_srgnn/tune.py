@@ -30,12 +30,14 @@ Options (defaults in brackets):
   extra: `pip install -e .[optuna]`; without it the command says so and exits with status 2).
 - `--cpus_per_trial` [1], `--gpus_per_trial` [0]: resources of one trial (Ray runs as many
   trials at once as fit; `--max_concurrent` caps it). Trials with GPUs get theirs from Ray.
-- `--num_cpus`: CPUs of the local Ray instance [all]; `--address=HOST:PORT` joins a running
-  Ray cluster instead (its nodes need this package installed and the data at the same path).
+- `--num_cpus`: CPUs of the local Ray instance [all of this machine's]; on a shared machine
+  give fewer. `--address=HOST:PORT` joins a running Ray cluster instead (its nodes need this
+  package installed and the data at the same path).
 - `--output=DIR` (required): where everything goes; Ray's experiment is in `DIR/experiment/`.
-- `--resume`: continue an interrupted search in `DIR` (Ctrl-C once stops it cleanly) with the
-  settings it was started with; finished trials are not run again, trials that were running start
-  over. `--retry_failed` also reruns failed trials.
+- `--resume`: continue an interrupted search in `DIR` (Ctrl-C once stops it cleanly and prints
+  the command) with the settings it was started with (options given again must match);
+  finished trials are not run again, trials that were running start over. `--retry_failed`
+  also reruns failed trials.
 - `--keep_checkpoints best|all` [best]: after the search, delete every trial's checkpoint but the
   best one's.
 
@@ -71,6 +73,9 @@ Outputs in `DIR`:
 A trial that raises (say, out of memory for a large batch) is recorded as failed; the search goes
 on. Ray runs locally with the dashboard off and its session files in /tmp/ray; trials' output
 goes to `DIR/experiment/<trial>/`, not to the terminal, which shows one line per finished trial.
+The dataset is loaded once, before the trials, and each trial unpickles it (RecBole's
+`dataset_save_path`; removed when the search is over). Trials are seeded like `run.py`
+(`seed`, `reproducibility`), so `run.py` with `best.yaml` retrains the best trial's model.
 """
 
 from __future__ import annotations
@@ -670,6 +675,18 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
+def _check_resources(settings: Mapping) -> None:
+    """On a local Ray, a trial that asks for more than there is would wait forever."""
+    import ray
+
+    total = ray.cluster_resources()
+    for kind, key in (("CPU", "cpus_per_trial"), ("GPU", "gpus_per_trial")):
+        want, have = float(settings[key]), float(total.get(kind, 0.0))
+        if want > have:
+            raise InputError(f"--{key}={want:g} but the local Ray has {have:g} {kind}(s)"
+                             + (" (see --num_cpus)" if kind == "CPU" else ""))
+
+
 def _quiet_ray_logs() -> None:
     # Errors of failed trials are reported by our callback (one line) and kept in error.txt.
     for name in ("ray.tune.execution.tune_controller", "ray.tune.execution.trial_runner",
@@ -698,7 +715,6 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
     if settings.get("max_epochs") is None:
         settings["max_epochs"] = job_base["max_epochs"]
     output.mkdir(parents=True, exist_ok=True)
-    cache = _dataset_cache(job_base["config"], output, reuse=resume)
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -706,6 +722,9 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
     owns_ray = _init_ray(address, num_cpus)
     ray_seconds = time.perf_counter() - started
     try:
+        if owns_ray and not address:
+            _check_resources(settings)
+        cache = _dataset_cache(job_base["config"], output, reuse=resume)
         if not resume:
             _write_json(output / SETTINGS_FILE, settings)  # from now on --resume applies
         from ray import air, tune
