@@ -1,0 +1,407 @@
+"""Comparison runner and report: smoke run end to end, resume, selection on validation, errors."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import csv
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import compare, report
+from recbole_srgnn import pipeline
+from recbole_srgnn.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "benchmarks" / "configs"
+SMOKE = CONFIGS / "smoke.yaml"
+SMOKE_ROWS = ["SRGNN", "SRGNN-global", "GRU4Rec", "SessionPop"]
+SMOKE_RUNS = 3 * 2 * 2 + 2  # 3 tunable rows x 2 grid points x 2 seeds + SessionPop x 2 seeds
+
+
+def call(argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = compare.main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """smoke.yaml run once, in-process, into a scratch folder (RecBole logs land in its cwd)."""
+    root = tmp_path_factory.mktemp("compare")
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        real = compare.run_one
+        mp.setattr(compare, "run_one", lambda job: calls.append(job["path"]) or real(job))
+        argv = ["--config", SMOKE, "--out", root / "out", "--data-path", root / "data", "--in-process"]
+        rc, out, err = call(argv)
+        yield {"root": root, "out": root / "out", "argv": argv, "rc": rc, "stdout": out,
+               "stderr": err, "calls": calls, "mp": mp}
+
+
+def run_files(out: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in sorted((out / "runs").rglob("*.json"))}
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+# ---------------------------------------------------------------------------------------------
+def test_smoke_runs_everything_and_writes_the_report(smoke):
+    assert smoke["rc"] == 0, smoke["stderr"]
+    out = smoke["out"]
+    assert len(smoke["calls"]) == SMOKE_RUNS
+    assert len(run_files(out)) == SMOKE_RUNS
+    assert re.search(rf"\[1/{SMOKE_RUNS}\] SRGNN lr=0.001 seed 1 \.\.\. hit@10 \d\.\d{{4}}",
+                     smoke["stdout"])
+    for name in ("report.md", "summary.csv", "runs.csv", "metrics.png", "valid_curves.png"):
+        assert (out / name).is_file(), name
+    for png in ("metrics.png", "valid_curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    summary = read_csv(out / "summary.csv")
+    assert [row["name"] for row in summary] == SMOKE_ROWS
+    for row in summary:
+        assert row["seeds_finished"] == "2" and row["runs_finished"] == row["runs_planned"]
+        assert 0.0 <= float(row["hit@1_mean"]) <= float(row["hit@10_mean"]) <= 1.0
+        assert float(row["seconds_per_epoch_mean"]) > 0 and float(row["peak_rss_mb_max"]) > 0
+    runs = read_csv(out / "runs.csv")
+    assert len(runs) == SMOKE_RUNS
+    assert sum(row["selected"] == "true" for row in runs) == 4 * 2  # one point x 2 seeds per row
+
+    text = (out / "report.md").read_text()
+    assert "PARTIAL" not in text
+    assert "Hit@1 (next-item accuracy)" in text
+    assert "ttest_rel" in text and "wilcoxon" in text
+    assert "## Faithful default vs best option" in text and "SRGNN-global" in text
+    assert "python -m benchmarks.compare --config benchmarks/configs/smoke.yaml" in text
+    assert "CPU:" in text and "recbole 1.2.1" in text
+    # the variant is compared in its own section, the other models in the baseline table
+    baseline_rows = re.findall(r"^\| (\S+) \| Hit@10 \| 2 \|", text, flags=re.M)
+    assert baseline_rows == ["GRU4Rec", "SessionPop"]
+
+
+def test_run_json_has_the_pipeline_results_and_identity(smoke):
+    path = smoke["out"] / "runs" / "SRGNN-global" / "learning_rate=0.01-seed2.json"
+    data = json.loads(path.read_text())
+    assert data["model"] == "SRGNN" and data["dataset"] == "retailrocket-synthetic"
+    assert data["config"]["readout"] == "global" and data["config"]["learning_rate"] == 0.01
+    assert data["config"]["seed"] == 2 and data["config"]["epochs"] == 1
+    assert data["compare"]["name"] == "SRGNN-global" and data["compare"]["seed"] == 2
+    assert data["compare"]["isolated"] is False and data["compare"]["threads"] == 1
+    assert {"hit@1", "hit@10", "mrr@10", "ndcg@10"} <= set(data["test_result"])
+    assert data["checkpoint"] is None and data["result_file"] == str(path.resolve())
+
+
+def test_second_invocation_reruns_nothing(smoke):
+    before = run_files(smoke["out"])
+    calls = smoke["calls"]
+    n = len(calls)
+    rc, out, _ = call(smoke["argv"])
+    assert rc == 0
+    assert len(calls) == n
+    assert f"{SMOKE_RUNS} finished, 0 to run now" in out
+    assert run_files(smoke["out"]) == before
+
+
+def test_resume_redoes_only_missing_or_half_written_runs(smoke, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(smoke["out"], out)
+    runs = out / "runs"
+    removed = runs / "GRU4Rec" / "learning_rate=0.01-seed2.json"
+    removed.unlink()
+    truncated = runs / "SRGNN" / "learning_rate=0.001-seed1.json"
+    truncated.write_text(truncated.read_text()[:200])  # what a non-atomic writer could leave
+    (runs / "SessionPop" / ".default-seed1.json.tmp-99999").write_text("{")  # stray temp file
+    before = run_files(out)
+    calls = smoke["calls"]
+    n = len(calls)
+    argv = list(smoke["argv"])
+    argv[argv.index("--out") + 1] = out
+    rc, stdout, _ = call(argv)
+    assert rc == 0
+    assert sorted(calls[n:]) == sorted([str(removed.resolve()), str(truncated.resolve())])
+    after = run_files(out)
+    changed = {path for path in after if before.get(path) != after[path]}
+    assert changed == {removed, truncated}
+    assert f"{SMOKE_RUNS - 2} finished, 2 to run now" in stdout
+
+
+def test_only_report_reads_without_training(smoke, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(smoke["out"], out)
+    (out / "report.md").unlink()
+    n = len(smoke["calls"])
+    rc, _, _ = call(["--config", SMOKE, "--out", out, "--only-report"])
+    assert rc == 0 and len(smoke["calls"]) == n
+    assert "PARTIAL" not in (out / "report.md").read_text()
+
+
+def test_isolated_run_is_its_own_process(smoke, tmp_path):
+    data = pipeline.load_yaml(SMOKE)
+    data.update(name="iso", seeds=[1], reference="SessionPop", isolate=True,
+                models=[{"name": "SessionPop", "tunable": False}])
+    path = tmp_path / "iso.yaml"
+    path.write_text(json.dumps(data))  # JSON is YAML
+    rc, stdout, err = call(["--config", path, "--out", tmp_path / "out",
+                            "--data-path", smoke["root"] / "data"])
+    assert rc == 0, stdout + err
+    run = json.loads((tmp_path / "out" / "runs" / "SessionPop" / "default-seed1.json").read_text())
+    assert run["compare"]["isolated"] is True and run["compare"]["threads"] == 1
+    assert run["peak_rss_mb"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection, planning, statistics (fake runs, no training)
+# ---------------------------------------------------------------------------------------------
+def experiment(**changes) -> compare.Experiment:
+    data = {
+        "name": "fake", "dataset": "retailrocket-synthetic", "seeds": [1, 2, 3],
+        "tuning": {"budget": 2},
+        "settings": {"epochs": 1},
+        "models": [
+            {"name": "SRGNN", "grid": {"learning_rate": [0.001, 0.01]}},
+            {"name": "GRU4Rec", "grid": {"learning_rate": [0.001, 0.01]}},
+        ],
+    }
+    data.update(changes)
+    return compare.parse_experiment(data, "fake.yaml")
+
+
+def write_fake(exp, out, name, tag, seed, valid, test, phase=1):
+    spec = compare.make_spec(exp, exp.entry(name), tag, seed, phase, out)
+    run = {
+        "model": spec.model, "dataset": exp.dataset, "valid_metric": "mrr@10",
+        "best_valid_score": valid, "best_valid_result": {"mrr@10": valid},
+        "test_result": {"hit@1": test / 2, "hit@10": test, "mrr@10": test / 3},
+        "valid_curve": [{"epoch": 0, "mrr@10": valid, "valid_score": valid}],
+        "best_epoch": 0, "epochs_trained": 1, "seconds_per_epoch": 1.0, "peak_rss_mb": 100.0,
+        "versions": {"recbole": "1.2.1"}, "device": "cpu",
+        "compare": {"name": name, "tag": tag, "seed": seed, "phase": phase,
+                    "spec_hash": spec.spec_hash, "isolated": True},
+    }
+    spec.path.parent.mkdir(parents=True, exist_ok=True)
+    spec.path.write_text(json.dumps(run))
+    return spec.path
+
+
+def test_selection_uses_mean_validation_never_test(tmp_path):
+    exp = experiment()
+    out = tmp_path / "out"
+    lo, hi = "learning_rate=0.001", "learning_rate=0.01"
+    # SRGNN: lr=0.001 has the better MEAN validation (seed 1 alone would favour lr=0.01) and the
+    # worse test scores; lr=0.01 has the best test scores.
+    for seed, (v_lo, v_hi) in {1: (0.30, 0.40), 2: (0.30, 0.10), 3: (0.30, 0.10)}.items():
+        write_fake(exp, out, "SRGNN", lo, seed, v_lo, 0.20 + seed / 1000)
+        write_fake(exp, out, "SRGNN", hi, seed, v_hi, 0.90)
+        write_fake(exp, out, "GRU4Rec", lo, seed, 0.10, 0.80)
+        write_fake(exp, out, "GRU4Rec", hi, seed, 0.20, 0.10)
+    runs = compare.finished_runs(exp, exp.entry("SRGNN"), out)
+    selection = compare.select_point(exp.entry("SRGNN"), runs, exp.tuning_seeds)
+    assert selection.tag == lo and not selection.provisional
+    assert selection.mean == pytest.approx(0.30)
+
+    config = tmp_path / "fake.yaml"
+    config.write_text(json.dumps({
+        "name": "fake", "dataset": "retailrocket-synthetic", "seeds": [1, 2, 3],
+        "tuning": {"budget": 2}, "settings": {"epochs": 1},
+        "models": [{"name": "SRGNN", "grid": {"learning_rate": [0.001, 0.01]}},
+                   {"name": "GRU4Rec", "grid": {"learning_rate": [0.001, 0.01]}}]}))
+    rc, _, err = call(["--config", config, "--out", out, "--only-report"])
+    assert rc == 0, err
+    rows = {row["name"]: row for row in read_csv(out / "summary.csv")}
+    assert json.loads(rows["SRGNN"]["selected"]) == {"learning_rate": 0.001}
+    assert float(rows["SRGNN"]["hit@10_mean"]) == pytest.approx(0.202)
+    assert json.loads(rows["GRU4Rec"]["selected"]) == {"learning_rate": 0.01}
+    assert float(rows["GRU4Rec"]["hit@10_mean"]) == pytest.approx(0.10)
+    text = (out / "report.md").read_text()
+    assert "| SRGNN | lr=0.001 | **0.3000 ± 0.0000** | 3/3 |" in text
+    assert "PARTIAL" not in text
+    # paired over 3 seeds: SRGNN (0.201..0.203) vs GRU4Rec (0.10) on Hit@10
+    line = next(l for l in text.splitlines() if l.startswith("| GRU4Rec | Hit@10 | 3 |"))
+    assert "+0.1020" in line
+
+
+def test_partial_runs_banner_and_na_significance(tmp_path):
+    exp = experiment()
+    out = tmp_path / "out"
+    for tag in ("learning_rate=0.001", "learning_rate=0.01"):
+        write_fake(exp, out, "SRGNN", tag, 1, 0.3, 0.5)
+        write_fake(exp, out, "GRU4Rec", tag, 1, 0.2, 0.4)
+    write_fake(exp, out, "SRGNN", "learning_rate=0.01", 2, 0.9, 0.5)
+    paths, collected = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    assert (collected.finished, collected.planned) == (5, 12)
+    text = paths["report"].read_text()
+    assert "**PARTIAL: 5 of 12 runs finished**" in text
+    assert "Provisional grid selection for SRGNN, GRU4Rec" in text
+    # SRGNN picks among points with ALL tuning seeds first: none complete, so the best partial
+    sel = collected.row("SRGNN").selection
+    assert sel.provisional and sel.tag == "learning_rate=0.01"
+    assert "n/a (fewer than 2 paired seeds)" in text
+
+
+def test_paired_test_against_scipy():
+    from scipy import stats
+
+    a = {1: 0.40, 2: 0.42, 3: 0.45, 4: 0.41}
+    b = {1: 0.38, 2: 0.41, 3: 0.40, 4: 0.40, 5: 0.9}  # seed 5 has no partner
+    result = report.paired_test(a, b)
+    xs, ys = [0.40, 0.42, 0.45, 0.41], [0.38, 0.41, 0.40, 0.40]
+    assert result["n"] == 4
+    assert result["diff"] == pytest.approx(sum(x - y for x, y in zip(xs, ys)) / 4)
+    assert result["t_p"] == pytest.approx(stats.ttest_rel(xs, ys).pvalue)
+    assert result["w_p"] == pytest.approx(stats.wilcoxon(xs, ys).pvalue)
+    assert report.paired_test({1: 0.4}, {1: 0.3})["t_p"] is None
+    assert report.paired_test({1: 0.4, 2: 0.5}, {1: 0.4, 2: 0.5})["note"].startswith("n/a")
+
+
+def test_tuning_on_fewer_seeds_plans_the_rest_for_the_chosen_point(tmp_path):
+    exp = experiment(tuning={"budget": 2, "seeds": 1})
+    assert exp.total_runs == 2 * (2 * 1 + 2)
+    out = tmp_path / "out"
+    todo, done, waiting = compare.plan(exp, out)
+    assert len(todo) == 4 and not done and waiting == 4  # 2 rows x 2 other seeds wait
+    write_fake(exp, out, "SRGNN", "learning_rate=0.001", 1, 0.1, 0.9)
+    write_fake(exp, out, "SRGNN", "learning_rate=0.01", 1, 0.2, 0.1)
+    todo, done, waiting = compare.plan(exp, out)
+    srgnn = [(s.tag, s.seed, s.phase) for s in todo if s.name == "SRGNN"]
+    assert srgnn == [("learning_rate=0.01", 2, 2), ("learning_rate=0.01", 3, 2)]
+    assert waiting == 2 and len(done) == 2
+
+
+def test_changed_settings_make_runs_stale_but_data_path_does_not(tmp_path):
+    exp = experiment()
+    out = tmp_path / "out"
+    for name in ("SRGNN", "GRU4Rec"):
+        for tag in ("learning_rate=0.001", "learning_rate=0.01"):
+            for seed in (1, 2, 3):
+                write_fake(exp, out, name, tag, seed, 0.1, 0.1)
+    assert compare.plan(exp, out)[0] == []
+    assert compare.plan(exp, out, data_path="/elsewhere")[0] == []
+    changed = experiment(models=[
+        {"name": "SRGNN", "settings": {"step": 2}, "grid": {"learning_rate": [0.001, 0.01]}},
+        {"name": "GRU4Rec", "grid": {"learning_rate": [0.001, 0.01]}}])
+    todo = compare.plan(changed, out)[0]
+    assert {s.name for s in todo} == {"SRGNN"} and len(todo) == 6
+    assert len(compare.plan(experiment(settings={"epochs": 2}), out)[0]) == 12
+    assert [s.name for s in compare.plan(changed, out, only=["GRU4Rec"])[0]] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Config errors: one line, exit status 2
+# ---------------------------------------------------------------------------------------------
+BASE = {"name": "x", "dataset": "retailrocket-synthetic", "seeds": [1, 2],
+        "tuning": {"budget": 2},
+        "models": [{"name": "SRGNN", "grid": {"learning_rate": [0.001, 0.01]}}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": None}, "'models' is required"),
+    ({"colour": "red"}, "unknown key(s) colour"),
+    ({"seeds": [1, 1]}, "seeds repeat"),
+    ({"seeds": "1,2"}, "seeds must be a list"),
+    ({"tuning": {"budget": 3}}, "has 2 point(s) but tuning.budget is 3"),
+    ({"tuning": {"budget": 2, "seeds": 5}}, "tuning.seeds must be"),
+    ({"settings": {"seed": 3}}, "sets seed"),
+    ({"models": [{"name": "SRGNN", "grid": {"learning_rate": 0.01}}]}, "non-empty list"),
+    ({"models": ["SRGNN", "SRGNN"], "tuning": {"budget": 1}}, "SRGNN repeat"),
+    ({"models": [{"name": "SessionPop", "tunable": False, "grid": {"x": [1, 2]}}]},
+     "tunable: false means no grid"),
+    ({"models": [{"name": "NoSuchNet", "grid": {"learning_rate": [1, 2]}}]},
+     "model NoSuchNet: unknown model"),
+    ({"reference": "GRU4Rec"}, "reference 'GRU4Rec' is not one of the models"),
+])
+def test_bad_config_is_one_line_exit_2(tmp_path, change, message):
+    data = copy.deepcopy(BASE)
+    data.update(change)
+    data = {key: value for key, value in data.items() if value is not None}
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(data))
+    rc, out, err = call(["--config", path, "--out", tmp_path / "out", "--dry-run"])
+    assert rc == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    for argv, message in [
+        (["--config", tmp_path / "missing.yaml"], "does not exist"),
+        ([], "--config is required"),
+        (["--config", SMOKE, "--models", "Nope"], "--models: Nope not in"),
+        (["--config", SMOKE, "--bogus"], "unrecognized arguments"),
+    ]:
+        rc, _, err = call(argv)
+        assert rc == 2 and err.startswith("error: ") and message in err, (argv, err)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    rc, _, err = call(["--config", bad])
+    assert rc == 2 and "not valid YAML" in err
+
+
+def test_shipped_configs_are_valid_commented_and_fair():
+    files = sorted(CONFIGS.glob("*.yaml"))
+    assert {f.name for f in files} >= {"smoke.yaml", "retailrocket-sample.yaml",
+                                       "retailrocket-cotrec.yaml"}
+    key_line = re.compile(r"^\s*(-\s+)?[A-Za-z_][\w.-]*\s*:")
+    for path in files:
+        exp = compare.load_experiment(path)
+        assert exp.name == path.stem
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if key_line.match(line):
+                assert "#" in line, f"{path.name}:{number} has no comment: {line!r}"
+        if path.stem != "smoke":
+            assert len(exp.seeds) >= 3, path.name
+            names = {entry.model for entry in exp.models}
+            assert {"SRGNN", "GRU4Rec", "NARM", "RecBoleSRGNN", "SessionPop"} <= names, path.name
+        grids = {len(entry.points) for entry in exp.models if entry.tunable}
+        assert grids == {exp.budget}, path.name
+
+
+# ---------------------------------------------------------------------------------------------
+# SessionPop
+# ---------------------------------------------------------------------------------------------
+def test_session_pop_scores_training_target_frequency(smoke):
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_srgnn.model.pop import SessionPop
+
+    compare.register_plugin_models()
+    data_dir = smoke["root"] / "data"
+    config = pipeline.build_config("SessionPop", "retailrocket-synthetic", None, {
+        "data_path": str(data_dir), "synthetic_n_events": 10000,
+        "checkpoint_dir": str(smoke["root"] / "saved")})
+    dataset = create_dataset(config)
+    train, _, test = data_preparation(config, dataset)
+    model = SessionPop(config, train._dataset)
+
+    train_file = data_dir / "retailrocket-synthetic" / "retailrocket-synthetic.train.inter"
+    with open(train_file, encoding="utf-8") as handle:
+        next(handle)
+        counts = collections.Counter(line.rstrip("\n").split("\t")[2] for line in handle)
+    for token, count in counts.most_common(20) + counts.most_common()[-5:]:
+        assert model.item_count[dataset.token2id("item_id", token)].item() == count
+    assert model.item_count.sum().item() == sum(counts.values())
+
+    batch = next(iter(test))[0]
+    scores = model.full_sort_predict(batch)
+    assert scores.shape == (len(batch), dataset.item_num)
+    scores[:, 0] = float("-inf")  # what RecBole's evaluator does in place
+    best = dataset.token2id("item_id", counts.most_common(1)[0][0])
+    assert (scores.argmax(dim=1) == best).all()
+    loss = model.calculate_loss(batch)
+    assert loss.requires_grad and loss.item() == 0.0
+    assert torch.equal(model.predict(batch), model.item_count[batch["item_id"]])
