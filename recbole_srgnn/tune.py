@@ -296,7 +296,8 @@ def _trial(params: dict, job: dict) -> None:
     def report(epoch: int, valid_result: dict, valid_score: float) -> None:
         epoch = int(epoch) + 1  # RecBole counts from 0
         score = float(valid_score)
-        if best["score"] is None or (score >= best["score"] if bigger else score <= best["score"]):
+        # strict improvement, like the trainer's early stopping (ties keep the earlier epoch)
+        if best["score"] is None or (score > best["score"] if bigger else score < best["score"]):
             best["score"], best["epoch"] = score, epoch
         metrics = {"epoch": epoch, "valid_score": score, METRIC: best["score"],
                    "best_epoch": best["epoch"]}

@@ -60,6 +60,7 @@ class TrialRecord:
     checkpoint: str | None = None
     started_at: float | None = None                # driver clock
     ended_at: float | None = None
+    summary_best_epoch: int | None = None          # the trainer's best epoch (completed trials)
 
     @property
     def overhead_seconds(self) -> float | None:
@@ -158,6 +159,8 @@ def collect_trials(experiment_dir: str | os.PathLike, bigger: bool = True) -> li
                         "checkpoint"):
                 if summary.get(key) is not None:
                     setattr(record, key, summary[key])
+            if summary.get("best_epoch") is not None:
+                record.summary_best_epoch = int(summary["best_epoch"])
             if record.checkpoint is None and event.get("checkpoint"):
                 record.checkpoint = event["checkpoint"]
     for record in records.values():
@@ -171,11 +174,16 @@ def _summarise_curve(record: TrialRecord, bigger: bool) -> None:
     record.epochs_run = len(record.curve)
     if not scores:
         return
-    # Ties go to the later epoch, as in RecBole's early stopping (value >= best saves the model).
+    if record.summary_best_epoch is not None:  # the trainer's own best (its checkpoint)
+        for epoch, score in scores:
+            if epoch == record.summary_best_epoch:
+                record.best_epoch, record.best_valid_score = epoch, float(score)
+                return
+    # Ties go to the earlier epoch: the trainer keeps a new best only on strict improvement.
     if bigger:
-        best = max(scores, key=lambda item: (item[1], item[0]))
+        best = max(scores, key=lambda item: (item[1], -item[0]))
     else:
-        best = min(scores, key=lambda item: (item[1], -item[0]))
+        best = min(scores, key=lambda item: (item[1], item[0]))
     record.best_epoch, record.best_valid_score = best[0], float(best[1])
 
 

@@ -289,17 +289,26 @@ def test_collect_trials_statuses_and_selection_on_validation(tmp_path):
     by_id = {r.trial_id: r for r in records}
     assert [r.index for r in records] == [0, 1, 2, 3]
     assert by_id["a"].status == "completed"
-    assert (by_id["a"].best_valid_score, by_id["a"].best_epoch) == (0.3, 3)  # ties: later epoch
+    assert (by_id["a"].best_valid_score, by_id["a"].best_epoch) == (0.3, 2)  # ties: earlier epoch
     assert by_id["a"].overhead_seconds == pytest.approx(1.5)
     assert by_id["b"].status == "stopped" and by_id["b"].epochs_run == 1
     assert by_id["c"].status == "failed" and by_id["c"].error == "RuntimeError: boom"
     assert by_id["d"].status == "interrupted" and by_id["d"].curve == [(1, 0.1)]
+    # a completed trial's best epoch is the trainer's (the epoch of its checkpoint)
+    exp2 = _events(tmp_path / "two", [
+        {"event": "start", "trial_id": "e", "time": 0.0},
+        {"event": "result", "trial_id": "e", "time": 1.0, "epoch": 1, "valid_score": 0.5},
+        {"event": "result", "trial_id": "e", "time": 2.0, "epoch": 2, "valid_score": 0.5},
+        {"event": "complete", "trial_id": "e", "time": 3.0, "summary": {"best_epoch": 2}},
+    ])
+    (e,) = tune_report.collect_trials(exp2)
+    assert (e.best_epoch, e.best_valid_score) == (2, 0.5)
     assert tune_report.best_trial(records, bigger=True).trial_id == "b"
     assert tune_report.best_trial(records, bigger=False).trial_id == "d"
     text = tune_report.trials_csv_text(records, ["lr"], "MRR@10")
     rows = list(csv.DictReader(text.splitlines()))
     assert [row["status"] for row in rows] == ["completed", "stopped", "failed", "interrupted"]
-    assert rows[0]["best_epoch"] == "3" and rows[0]["epochs_run"] == "3"
+    assert rows[0]["best_epoch"] == "2" and rows[0]["epochs_run"] == "3"
     assert rows[2]["error"] == "RuntimeError: boom"
 
 
@@ -383,6 +392,8 @@ def test_every_epoch_is_reported_with_validation_only(search):
     assert float(progress[0]["valid_mrr@10"]) == pytest.approx(scores[0])
     summary = json.loads((trial_dir / "summary.json").read_text())
     assert summary["completed"] and summary["epochs_trained"] == 2
+    assert int(ok["best_epoch"]) == summary["best_epoch"]  # the trainer's best = its checkpoint
+    assert [float(r["best_valid_score"]) for r in progress][-1] == pytest.approx(max(scores))
     per_trial = json.loads((trial_dir / "pipeline_result.json").read_text())
     assert per_trial["test_result"] is None  # the search never keeps test metrics of a trial
     # trials read the dataset the driver loaded once; the cache is gone after the search
