@@ -10,10 +10,11 @@ metrics. After the search, the best trial (best validation score over its epochs
 on its best checkpoint, and that test result is reported.
 
     python -m recbole_srgnn.tune --model=SRGNN --dataset=retailrocket-cotrec \\
-        --space=properties/tune/SRGNN.yaml --num_samples=12 --max_epochs=10 --output=tune/srgnn
+        --space=properties/tune/SRGNN.yaml --num_samples=12 --max_epochs=10 \\
+        --output=ray_results/srgnn-cotrec
 
-    python -m recbole_srgnn.tune --model=GRU4Rec --space=properties/tune/GRU4Rec.yaml ...
-    python -m recbole_srgnn.tune --model=NARM --space=properties/tune/NARM.yaml ...
+    python -m recbole_srgnn.tune --model=GRU4Rec --space=properties/tune/GRU4Rec.yaml --output=...
+    python -m recbole_srgnn.tune --model=NARM --space=properties/tune/NARM.yaml --output=...
 
 Options (defaults in brackets):
 
@@ -33,7 +34,8 @@ Options (defaults in brackets):
 - `--num_cpus`: CPUs of the local Ray instance [all of this machine's]; on a shared machine
   give fewer. `--address=HOST:PORT` joins a running Ray cluster instead (its nodes need this
   package installed and the data at the same path).
-- `--output=DIR` (required): where everything goes; Ray's experiment is in `DIR/experiment/`.
+- `--output=DIR` (required): where everything goes; Ray's experiment is in `DIR/experiment/`
+  (`ray_results/` is ignored by git).
 - `--resume`: continue an interrupted search in `DIR` (Ctrl-C once stops it cleanly and prints
   the command) with the settings it was started with (options given again must match);
   finished trials are not run again, trials that were running start over. `--retry_failed`
