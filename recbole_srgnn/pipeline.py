@@ -463,6 +463,7 @@ def run(
     saved: bool = True,
     show_progress: bool = True,
     quiet: bool = False,
+    test: bool = True,
 ) -> dict:
     """Train ``model`` on ``dataset`` with validation each epoch, test the best model.
 
@@ -470,7 +471,8 @@ def run(
     ``<checkpoint_dir>/<model>-<dataset>-<timestamp>.json``; only rank 0 writes under DDP).
     ``epoch_callback(epoch, valid_result, valid_score)`` runs after each validation.
     ``saved=False`` writes no checkpoint (the best weights are kept in memory). ``quiet``
-    silences RecBole's INFO logging, progress bars and the printed table.
+    silences RecBole's INFO logging, progress bars and the printed table. ``test=False`` skips
+    the test evaluation (``test_result`` is None): searches select on validation only.
     """
     name, model_class, settings = _settings(model, dataset, config_files, config_dict)
     config = _make_config(model_class, dataset, settings)
@@ -492,7 +494,10 @@ def run(
             train_data, valid_data, verbose=not quiet, saved=saved,
             show_progress=progress, epoch_callback=epoch_callback,
         )
-        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=progress)
+        test_result = (
+            trainer.evaluate(test_data, load_best_model=True, show_progress=progress)
+            if test else None
+        )
         wall = time.perf_counter() - started
 
     results = {

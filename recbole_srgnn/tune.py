@@ -316,7 +316,7 @@ def _trial(params: dict, job: dict) -> None:
     try:
         results = pipeline.run(job["model"], job["dataset"], job["config_files"], config_dict,
                                epoch_callback=report, result_file=result_file, saved=True,
-                               show_progress=False, quiet=True)
+                               show_progress=False, quiet=True, test=False)
     except Exception as exc:  # not SystemExit: that is how Ray stops a trial early
         # One line for the driver's progress output (Ray writes error.txt only after its
         # callbacks have run); the exception still fails the trial.
@@ -326,9 +326,7 @@ def _trial(params: dict, job: dict) -> None:
                                                      encoding="utf-8")
         raise
     fn_end = time.time()
-    # The pipeline always tests the best model; the search must not see that: drop it.
-    results["test_result"] = None
-    results["test_result_removed"] = "by recbole_srgnn.tune: trials are selected on validation"
+    # Trials never evaluate on test (test=False): selection sees validation only.
     write_text(result_file, json.dumps(_json_safe(results), indent=2, allow_nan=False) + "\n")
 
     curve = results.get("valid_curve") or []

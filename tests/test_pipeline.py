@@ -287,6 +287,25 @@ def test_run_plugin_srgnn(workdir):
     _check_metrics(results["test_result"])
 
 
+def test_run_without_test_evaluation(workdir, monkeypatch):
+    from recbole_srgnn.trainer import SessionTrainer
+
+    evaluated = []
+    original = SessionTrainer.evaluate
+
+    def counting_evaluate(self, eval_data, *args, **kwargs):
+        evaluated.append(eval_data)
+        return original(self, eval_data, *args, **kwargs)
+
+    monkeypatch.setattr(SessionTrainer, "evaluate", counting_evaluate)
+    results = pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, epochs=2),
+                           result_file=workdir / "no-test.json", saved=False, quiet=True, test=False)
+    assert results["test_result"] is None
+    _check_metrics(results["best_valid_result"])
+    # validation ran each epoch (through _valid_epoch -> evaluate), the test split never did
+    assert len(evaluated) == 2
+
+
 def test_results_table_labels_hit_at_1():
     table = pipeline.results_table({"hit@1": 0.25, "mrr@10": 0.5}, {"hit@1": 0.125, "mrr@10": 0.5})
     lines = table.splitlines()
