@@ -669,11 +669,15 @@ def _preflight(exp: Experiment, todo: Sequence[RunSpec]) -> None:
     for spec in todo:
         if spec.name in checked:
             continue
-        checked.add(spec.name)
         config = dict(spec.config_dict)
         config["checkpoint_dir"] = tempfile.gettempdir()
+        # The first check may build the dataset (its progress is worth seeing); the others
+        # would only repeat "reusing the conversion".
+        quiet = contextlib.redirect_stdout(io.StringIO()) if checked else contextlib.nullcontext()
+        checked.add(spec.name)
         try:
-            pipeline.build_config(spec.model, spec.dataset, None, config)
+            with quiet:
+                pipeline.build_config(spec.model, spec.dataset, None, config)
         except InputError as exc:
             raise InputError(f"{exp.path}: model {spec.name}: {exc}") from None
 

@@ -480,6 +480,23 @@ def _grid_section(exp: Experiment, collected: Collected) -> list[str]:
     return lines
 
 
+def _capped_runs(collected: Collected) -> str:
+    """A warning when selected runs had their best validation in the last allowed epoch."""
+    hit, total = [], 0
+    for row in collected.rows:
+        for run in row.selected.values():
+            total += 1
+            cap = (run.get("config") or {}).get("epochs")
+            best = run.get("best_epoch")
+            if isinstance(cap, int) and cap > 1 and best is not None and int(best) + 1 >= cap:
+                hit.append(row.name)
+    if not hit:
+        return ""
+    names = ", ".join(f"{name} ×{hit.count(name)}" for name in dict.fromkeys(hit))
+    return (f"{len(hit)} of {total} reported runs had their best validation score in the last "
+            f"allowed epoch (the `epochs` cap) and might improve with more epochs: {names}.")
+
+
 def _load_note(collected: Collected) -> str:
     loads = []
     for row in collected.rows:
@@ -562,6 +579,9 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
         "resident memory" + (" (* = runs shared one process, so the value is the process-wide "
                              "peak so far, not the model's own)." if any_shared_memory else
                              ", one process per run."))
+    capped = _capped_runs(collected)
+    if capped:
+        lines.append(capped)
     note = _load_note(collected)
     if note:
         lines.append(note + " The machine is shared: timings are noisy.")

@@ -405,3 +405,16 @@ def test_session_pop_scores_training_target_frequency(smoke):
     loss = model.calculate_loss(batch)
     assert loss.requires_grad and loss.item() == 0.0
     assert torch.equal(model.predict(batch), model.item_count[batch["item_id"]])
+
+
+def test_report_warns_when_the_best_epoch_is_the_epoch_cap(tmp_path):
+    exp = experiment(seeds=[1], models=[{"name": "SRGNN", "grid": {"learning_rate": [1, 2]}}])
+    out = tmp_path / "out"
+    for tag, best in (("learning_rate=1", 2), ("learning_rate=2", 1)):
+        path = write_fake(exp, out, "SRGNN", tag, 1, 0.5 if best == 2 else 0.1, 0.5)
+        run = json.loads(path.read_text())
+        run.update(best_epoch=best, config={"epochs": 3})
+        path.write_text(json.dumps(run))
+    paths, _ = report.write_report(exp, out, command="x")
+    assert ("1 of 1 reported runs had their best validation score in the last allowed epoch"
+            in paths["report"].read_text())
