@@ -465,14 +465,6 @@ def plan(exp: Experiment, out: Path, data_path: str | None = None,
 # ---------------------------------------------------------------------------------------------
 # Executing one run
 # ---------------------------------------------------------------------------------------------
-def register_plugin_models() -> None:
-    """Make ``SessionPop`` resolvable by name until ``recbole_srgnn.model`` registers it."""
-    from recbole_srgnn.model import MODELS
-    from recbole_srgnn.model.pop import SessionPop
-
-    MODELS.setdefault("SessionPop", SessionPop)
-
-
 def _load_average() -> list[float] | None:
     with contextlib.suppress(OSError, AttributeError):
         return [round(x, 2) for x in os.getloadavg()]
@@ -487,7 +479,6 @@ def run_one(job: Mapping[str, Any]) -> dict:
 
     from recbole_srgnn import pipeline
 
-    register_plugin_models()
     scratch = Path(job["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
     config = dict(job["config_dict"])
@@ -652,7 +643,6 @@ def _command_line(args, exp: Experiment, out: Path) -> str:
 def _resolve_models(exp: Experiment) -> None:
     from recbole_srgnn import pipeline
 
-    register_plugin_models()
     for entry in exp.models:
         try:
             pipeline.resolve_model(entry.model)
@@ -664,7 +654,6 @@ def _preflight(exp: Experiment, todo: Sequence[RunSpec]) -> None:
     """Check names and settings, and build a registered dataset once, before any run."""
     from recbole_srgnn import pipeline
 
-    register_plugin_models()
     checked = set()
     for spec in todo:
         if spec.name in checked:

@@ -1,8 +1,9 @@
 """Plugin models, by the name ``run.py`` resolves before RecBole's built-ins."""
 
 from .last_item import LastItem
+from .pop import SessionPop
 from .srgnn import SRGNN
 
-MODELS: dict = {"SRGNN": SRGNN, "LastItem": LastItem}
+MODELS: dict = {"SRGNN": SRGNN, "LastItem": LastItem, "SessionPop": SessionPop}
 
-__all__ = ["MODELS", "SRGNN", "LastItem"]
+__all__ = ["MODELS", "SRGNN", "LastItem", "SessionPop"]
