@@ -56,7 +56,7 @@ def machine() -> dict:
         "memory_gb": memory_gb,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),  # default; --threads overrides per run
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
@@ -88,6 +88,8 @@ def worker(args) -> dict:
 
     from recbole_srgnn.pipeline import build_config, resolve_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = build_config(args.model, args.dataset, config_dict=shared_settings(args))
     init_seed(config["seed"], False)
     if config["device"].type == "cpu":
@@ -186,6 +188,7 @@ def measure(model: str, dataset: str, args) -> dict:
         "--batches", str(args.batches), "--warmup", str(args.warmup),
         "--batch-size", str(args.batch_size), "--embedding-size", str(args.embedding_size),
         "--seed", str(args.seed), "--graph-batches", str(args.graph_batches),
+        "--threads", str(args.threads),
     ] + (["--data-path", args.data_path] if args.data_path else [])
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
@@ -207,7 +210,7 @@ def report(results: list[dict], args, info: dict, load: tuple) -> str:
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, "
         f"GPU: {info['gpu'] or 'none'}; Python {info['python']}, torch {info['torch']} "
-        f"({info['torch_threads']} threads). Load average before/after: "
+        f"({args.threads or info['torch_threads']} threads per run). Load average before/after: "
         f"{load[0]:.2f} / {load[1]:.2f}.",
         "",
         f"Same run, same batches: batch size {args.batch_size}, embedding (and GRU hidden) size "
@@ -273,6 +276,9 @@ def main(argv=None) -> int:
     parser.add_argument("--embedding-size", type=int, default=100)
     parser.add_argument("--graph-batches", type=int, default=10, help="batches for the graph-builder timing")
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per measurement (0 = torch's default; 1 is steadier "
+                             "on a shared machine)")
     parser.add_argument("--data-path", dest="data_path", default=None,
                         help="RecBole data_path for the datasets (default: the configs' dataset/)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
