@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -11,27 +10,12 @@ import torch
 
 from recbole_srgnn import pipeline
 from recbole_srgnn.errors import InputError
+from tiny_data import HEADER, write_tiny_benchmark as _write_tiny
 
-HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float"
 
+def write_tiny_benchmark(root, name="tiny"):
+    return _write_tiny(root, name, seed=0, sessions=(80, 15, 15))
 
-def write_tiny_benchmark(root: Path, name: str = "tiny", n_items: int = 30, seed: int = 0) -> Path:
-    """Pre-augmented benchmark files: sessions walk 1 -> 2 -> ... -> 30 -> 1 (learnable)."""
-    rng = random.Random(seed)
-    folder = Path(root) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    sid = 0
-    for split, n_sessions in (("train", 80), ("valid", 15), ("test", 15)):
-        rows = [HEADER]
-        for _ in range(n_sessions):
-            sid += 1
-            start = rng.randrange(n_items)
-            items = [(start + k) % n_items + 1 for k in range(rng.randint(3, 6))]
-            for j in range(1, len(items)):
-                prefix = " ".join(map(str, items[:j]))
-                rows.append(f"s{sid}\t{prefix}\t{items[j]}\t{sid * 100 + j}.0")
-        (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
-    return folder
 
 
 TINY = {"epochs": 2, "train_batch_size": 64, "eval_batch_size": 64, "embedding_size": 16,

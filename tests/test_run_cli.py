@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,26 +12,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN = REPO_ROOT / "run.py"
-HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float"
+
+from tiny_data import write_tiny_benchmark as _write_tiny  # noqa: E402
 
 
-def write_tiny_benchmark(root: Path, name: str = "tiny", n_items: int = 30, seed: int = 2) -> Path:
-    """Pre-augmented benchmark files: sessions walk 1 -> 2 -> ... -> 30 -> 1 (learnable)."""
-    rng = random.Random(seed)
-    folder = Path(root) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    sid = 0
-    for split, n_sessions in (("train", 60), ("valid", 12), ("test", 12)):
-        rows = [HEADER]
-        for _ in range(n_sessions):
-            sid += 1
-            start = rng.randrange(n_items)
-            items = [(start + k) % n_items + 1 for k in range(rng.randint(3, 6))]
-            for j in range(1, len(items)):
-                prefix = " ".join(map(str, items[:j]))
-                rows.append(f"s{sid}\t{prefix}\t{items[j]}\t{sid * 100 + j}.0")
-        (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
-    return folder
+def write_tiny_benchmark(root, name="tiny"):
+    return _write_tiny(root, name, seed=2)
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:

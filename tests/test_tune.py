@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import signal
 from pathlib import Path
 
@@ -22,27 +21,16 @@ from recbole_srgnn import tune, tune_report
 from recbole_srgnn.tune_space import load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
-HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\ttimestamp:float"
+from tiny_data import write_tiny_benchmark  # noqa: E402
+
+
+def write_tiny(root: Path, name: str = "tinytune") -> Path:
+    write_tiny_benchmark(root, name, n_items=25, seed=1, length=(3, 5))
+    return root
+
+
 TINY = ["--train_batch_size=64", "--eval_batch_size=64", "--stopping_step=10",
         "--embedding_size=16", "--hidden_size=16"]
-
-
-def write_tiny(root: Path, name: str = "tinytune", n_items: int = 25, seed: int = 1) -> Path:
-    """Pre-augmented benchmark files; sessions walk 1 -> 2 -> ... (learnable)."""
-    rng = random.Random(seed)
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    sid = 0
-    for split, n_sessions in (("train", 60), ("valid", 12), ("test", 12)):
-        rows = [HEADER]
-        for _ in range(n_sessions):
-            sid += 1
-            start = rng.randrange(n_items)
-            items = [(start + k) % n_items + 1 for k in range(rng.randint(3, 5))]
-            for j in range(1, len(items)):
-                rows.append(f"s{sid}\t{' '.join(map(str, items[:j]))}\t{items[j]}\t{sid * 100 + j}.0")
-        (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def _one_error_line(capsys) -> str:
