@@ -65,6 +65,8 @@ def dense_reference(model: SRGNN, seq: torch.Tensor, lengths: torch.Tensor) -> t
     p = {k: v.detach().double() for k, v in model.state_dict().items()}
     d = model.embedding_size
     emb = p["item_embedding.weight"]
+    if model.norm_scale:  # NISER: unit-length item vectors everywhere
+        emb = emb / emb.norm(dim=1, keepdim=True).clamp(min=1e-12)  # the padding row stays 0
     out = []
     for row in range(seq.shape[0]):
         items = seq[row, : lengths[row]].tolist()
@@ -93,7 +95,14 @@ def dense_reference(model: SRGNN, seq: torch.Tensor, lengths: torch.Tensor) -> t
             s = s_g
         else:
             s = last
-        out.append(s @ emb.T)
+        scores = s @ emb.T
+        if model.norm_scale:
+            scores = model.norm_scale * (s / s.norm()) @ emb.T
+        if model.repeat_recency:  # bias by clicks since the item was last seen
+            for item in set(items):
+                recency = len(items) - 1 - max(k for k, x in enumerate(items) if x == item)
+                scores[item] += p["repeat_bias"][min(recency, model.repeat_recency - 1)]
+        out.append(scores)
     return torch.stack(out)
 
 
@@ -107,6 +116,38 @@ def test_forward_equals_dense_paper_reference(step, readout):
     expected = dense_reference(model, seq, lengths)
     assert scores.shape == (24, NUM_ITEMS)
     torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-5, msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("options", [{"norm_scale": 12.0}, {"repeat_recency": 3},
+                                     {"norm_scale": 16.0, "repeat_recency": 5, "step": 2}])
+def test_options_beyond_the_paper_equal_the_dense_reference(options):
+    seed = int.from_bytes(os.urandom(4), "little")
+    model = make_model(seed, **options)
+    if model.repeat_bias is not None:  # non-zero, distinct biases (they start at 0)
+        with torch.no_grad():
+            model.repeat_bias.copy_(torch.randn(model.repeat_recency))
+    seq, lengths = random_batch(torch.Generator().manual_seed(seed), 24, 10, NUM_ITEMS)
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch(seq, lengths))
+    expected = dense_reference(model, seq, lengths)
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-4, msg=f"seed {seed}")
+
+
+def test_repeat_bias_moves_only_the_sessions_items():
+    model = make_model(9, repeat_recency=2)
+    seq = torch.tensor([[5, 7, 5, 9], [4, 0, 0, 0]])
+    lengths = torch.tensor([4, 1])
+    with torch.no_grad():
+        before = model.full_sort_predict(batch(seq, lengths))
+        model.repeat_bias.copy_(torch.tensor([10.0, 100.0]))
+        after = model.full_sort_predict(batch(seq, lengths))
+    delta = after - before
+    expected = torch.zeros_like(delta)
+    expected[0, 9] = 10.0  # last item: 0 clicks ago
+    expected[0, 5] = 100.0  # last seen 1 click ago
+    expected[0, 7] = 100.0  # 2 clicks ago: shares the oldest bucket
+    expected[1, 4] = 10.0
+    torch.testing.assert_close(delta, expected)
 
 
 def test_scores_do_not_depend_on_batch_neighbours():

@@ -13,9 +13,10 @@ from torch import Tensor, nn
 class SessionScorer(SequentialRecommender):
     """Base class: a session encoder (``encode``) whose output is scored against every item.
 
-    Subclasses implement :meth:`encode`; this class provides RecBole's ``calculate_loss``
-    (cross-entropy over all items, or BPR when ``loss_type: BPR`` and negative sampling are
-    configured), ``predict`` and ``full_sort_predict``.
+    Subclasses implement :meth:`encode` (and may refine :meth:`full_scores`); this class
+    provides RecBole's ``calculate_loss`` (cross-entropy over all items, or BPR when
+    ``loss_type: BPR`` and negative sampling are configured), ``predict`` and
+    ``full_sort_predict``, all derived from :meth:`full_scores` so they always agree.
     """
 
     def __init__(self, config, dataset) -> None:
@@ -45,24 +46,26 @@ class SessionScorer(SequentialRecommender):
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         return self.encode(item_seq, item_seq_len)
 
-    def _session_vectors(self, interaction) -> Tensor:
-        return self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+    def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        """``[B, n_items]`` scores of every item for each session."""
+        return self.encode(item_seq, item_seq_len) @ self.item_table().t()
+
+    def _full_scores(self, interaction) -> Tensor:
+        return self.full_scores(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
 
     def calculate_loss(self, interaction) -> Tensor:
-        session = self._session_vectors(interaction)
+        logits = self._full_scores(interaction)
         pos_items = interaction[self.POS_ITEM_ID]
-        table = self.item_table()
         if self.loss_type == "BPR":
             neg_items = interaction[self.NEG_ITEM_ID]
-            pos_score = (session * table[pos_items]).sum(-1)
-            neg_score = (session * table[neg_items]).sum(-1)
+            pos_score = logits.gather(1, pos_items.unsqueeze(1)).squeeze(1)
+            neg_score = logits.gather(1, neg_items.unsqueeze(1)).squeeze(1)
             return self.bpr_loss(pos_score, neg_score)
-        logits = session @ table.t()
         return nn.functional.cross_entropy(logits, pos_items)
 
     def predict(self, interaction) -> Tensor:
-        session = self._session_vectors(interaction)
-        return (session * self.item_table()[interaction[self.ITEM_ID]]).sum(-1)
+        items = interaction[self.ITEM_ID]
+        return self._full_scores(interaction).gather(1, items.unsqueeze(1)).squeeze(1)
 
     def full_sort_predict(self, interaction) -> Tensor:
-        return self._session_vectors(interaction) @ self.item_table().t()
+        return self._full_scores(interaction)
