@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import pandas as pd
 import torch
 import yaml
 from recbole.config import Config
@@ -403,6 +404,18 @@ def _data_summary(dataset, train_data, valid_data, test_data) -> dict:
     }
 
 
+def load_dataset(config: Config):
+    """RecBole's ``create_dataset``; a file RecBole cannot parse becomes one clear InputError."""
+    try:
+        return create_dataset(config)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, pd.errors.ParserError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(
+            f"RecBole could not read dataset {config['dataset']!r} in {config['data_path']}: "
+            f"{type(exc).__name__}: {message} (check the .inter files' header and columns)"
+        ) from exc
+
+
 def _default_result_path(config: Config, name: str, dataset: str, tag: str = "") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config["checkpoint_dir"] or "saved") / f"{name}-{dataset}{tag}-{stamp}"
@@ -480,7 +493,7 @@ def run(
         _start(config, quiet)
         log = logging.getLogger()
         log.info(config)
-        data = create_dataset(config)
+        data = load_dataset(config)
         log.info(data)
         train_data, valid_data, test_data = data_preparation(config, data)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -561,7 +574,7 @@ def evaluate_checkpoint(
     config = _make_config(model_class, dataset, settings)
     with _quiet_logging(quiet):
         _start(config, quiet)
-        data = create_dataset(config)
+        data = load_dataset(config)
         train_data, valid_data, test_data = data_preparation(config, data)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = model_class(config, train_data._dataset).to(config["device"])

@@ -76,6 +76,17 @@ def test_unknown_model_is_one_line_exit_2(workdir):
     assert_one_line_error(proc, "NoSuchModel", "RecBoleSRGNN")
 
 
+def test_unreadable_dataset_files_are_one_line_exit_2(workdir, capsys, monkeypatch):
+    folder = workdir / "data-broken" / "broken"
+    folder.mkdir(parents=True)
+    for split in ("train", "valid", "test"):  # no item_id_list column
+        (folder / f"broken.{split}.inter").write_text("session_id:token\titem_id:token\n1\t2\n")
+    monkeypatch.chdir(workdir)
+    proc = main_in_process("--model=SRGNN", "--dataset=broken",
+                           f"--data_path={workdir / 'data-broken'}", capsys=capsys)
+    assert_one_line_error(proc, "could not read dataset 'broken'", "item_id_list")
+
+
 def test_missing_dataset_is_one_line_exit_2_without_download(workdir, capsys, monkeypatch):
     monkeypatch.chdir(workdir)
     data = f"--data_path={workdir / 'data'}"
