@@ -16,19 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recbole_srgnn.errors import InputError, cli_errors
+from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
 
 DEFAULT_MODEL = "SRGNN"
 DEFAULT_DATASET = "retailrocket-synthetic"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one clean line via cli_errors instead of usage + exit 2
-        raise InputError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineArgumentParser(
         prog="run.py",
         description=(
             "Train a session-based next-item recommender on pre-augmented RecBole benchmark "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable
@@ -13,6 +14,14 @@ class InputError(Exception):
     Command lines print its message as one line on stderr and exit with code 2, without a
     traceback. Library callers can catch it like any exception.
     """
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors raise :class:`InputError` (printed by ``cli_errors`` as one
+    line, exit 2) instead of printing the usage block and exiting."""
+
+    def error(self, message: str):
+        raise InputError(f"{self.prog}: {message}")
 
 
 def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:

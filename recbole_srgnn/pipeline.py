@@ -36,7 +36,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 import torch
-import yaml
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, init_logger, init_seed
@@ -44,6 +43,7 @@ from recbole.utils import get_model, init_logger, init_seed
 import recbole_srgnn
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.yaml_files import parse_yaml
 from recbole_srgnn.trainer import (
     SessionTrainer,
     finite_or_none,
@@ -127,25 +127,6 @@ def resolve_model(name: str) -> type:
 # ---------------------------------------------------------------------------------------------
 # Configuration layers
 # ---------------------------------------------------------------------------------------------
-class _YamlLoader(yaml.FullLoader):
-    """YAML loader that also reads ``1e-3`` as a float (YAML 1.1 wants a dot), as RecBole's does."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-            |\.[0-9_]+(?:[eE][-+][0-9]+)?
-            |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-            |[-+]?\.(?:inf|Inf|INF)
-            |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def load_yaml(path: str | os.PathLike) -> dict:
     """One config file as a dict; InputError if it is missing, unreadable or not a mapping."""
     path = Path(path)
@@ -155,13 +136,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
         raise InputError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read config file {path}: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_YamlLoader)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise InputError(f"config file {path} is not valid YAML{at}: {problem}") from None
+    data = parse_yaml(text, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -96,7 +96,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from recbole_srgnn.errors import InputError, cli_errors
+from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
 from recbole_srgnn.tune_space import RESERVED, Space, load_space, parse_space
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -123,13 +123,8 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one clean line via cli_errors instead of usage + exit 2
-        raise InputError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineArgumentParser(
         prog="python -m recbole_srgnn.tune",
         description=(
             "Ray Tune hyperparameter search: each trial trains with run.py's pipeline, reports "

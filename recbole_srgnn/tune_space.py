@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from recbole_srgnn.errors import InputError
+from recbole_srgnn.yaml_files import parse_yaml
 
 # type -> (required fields, optional fields)
 TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -170,24 +169,6 @@ def clean_value(value: Any) -> Any:
     return value
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-            |\.[0-9_]+(?:[eE][-+][0-9]+)?
-            |[-+]?\.(?:inf|Inf|INF)
-            |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def load_space(path: str | Path) -> Space:
     """Read and validate a space file; InputError (one line) for anything wrong with it."""
     path = Path(path)
@@ -204,13 +185,7 @@ def load_space(path: str | Path) -> Space:
 
 def parse_space(text: str, source: str = "<space>") -> Space:
     """Validate the YAML text of a space file (``source`` names it in messages)."""
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise InputError(f"space file {source} is not valid YAML{at}: {problem}") from None
+    data = parse_yaml(text, f"space file {source}")
     return space_from_mapping(data, source, text)
 
 

@@ -20,14 +20,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from recbole_srgnn.errors import InputError, cli_errors
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises InputError instead of exiting, so usage errors are one line too."""
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        raise InputError(f"{self.prog}: {message}")
+from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
 
 
 def _nonnegative_int(text: str) -> int:
@@ -51,10 +44,10 @@ def _number(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from recbole_srgnn.data.retailrocket import EVENT_TYPES, PRESETS
 
-    parser = _Parser(prog="python -m recbole_srgnn.data",
+    parser = OneLineArgumentParser(prog="python -m recbole_srgnn.data",
                      description="Prepare session datasets as pre-augmented RecBole benchmark files.")
     sub = parser.add_subparsers(dest="command", metavar="{retailrocket,presplit,synthetic}",
-                                parser_class=_Parser)
+                                parser_class=OneLineArgumentParser)
 
     rr = sub.add_parser("retailrocket", help="convert Retail Rocket events.csv (DESIGN.md §2)",
                         description="Convert Kaggle's Retail Rocket events.csv into "
