@@ -186,14 +186,19 @@ def _grid_points(where: str, grid: Any) -> tuple:
     return tuple(points)
 
 
+def _reject_unknown_keys(mapping: dict, allowed: set[str], where: str) -> None:
+    """InputError naming the keys of ``mapping`` outside ``allowed`` (and what is allowed)."""
+    unknown = sorted(set(map(str, mapping)) - set(allowed))
+    if unknown:
+        raise InputError(f"{where} unknown key(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+
+
 def parse_experiment(data: Any, path: str = "<config>") -> Experiment:
     """Validate a loaded config mapping; InputError (one line) on anything wrong."""
     if not isinstance(data, dict):
         raise InputError(f"{path}: the config must be a mapping")
-    unknown = sorted(set(map(str, data)) - TOP_KEYS)
-    if unknown:
-        raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(TOP_KEYS))}")
+    _reject_unknown_keys(data, TOP_KEYS, f"{path}:")
     for key in ("name", "dataset", "seeds", "models"):
         if data.get(key) in (None, "", [], {}):
             raise InputError(f"{path}: '{key}' is required")
@@ -224,9 +229,7 @@ def parse_experiment(data: Any, path: str = "<config>") -> Experiment:
     tuning = data.get("tuning") or {}
     if not isinstance(tuning, dict):
         raise InputError(f"{path}: tuning must be a mapping with 'budget' (and optionally 'seeds')")
-    unknown = sorted(set(map(str, tuning)) - TUNING_KEYS)
-    if unknown:
-        raise InputError(f"{path}: unknown tuning key(s) {', '.join(unknown)}; allowed: budget, seeds")
+    _reject_unknown_keys(tuning, TUNING_KEYS, f"{path}: tuning")
     budget = tuning.get("budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise InputError(f"{path}: tuning.budget (grid points per tunable model, the same for "
@@ -249,10 +252,7 @@ def parse_experiment(data: Any, path: str = "<config>") -> Experiment:
             raw = {"name": raw}
         if not isinstance(raw, dict):
             raise InputError(f"{where} must be a model name or a mapping with 'name'")
-        unknown = sorted(set(map(str, raw)) - ENTRY_KEYS)
-        if unknown:
-            raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                             f"allowed: {', '.join(sorted(ENTRY_KEYS))}")
+        _reject_unknown_keys(raw, ENTRY_KEYS, f"{where}:")
         row = raw.get("name")
         if not isinstance(row, str) or not NAME_RE.match(row):
             raise InputError(f"{where}: name {row!r} must be a plain name (letters, digits, . _ + -)")
