@@ -2,8 +2,10 @@
 
 from .last_item import LastItem
 from .pop import SessionPop
+from .rules import SequenceRules
 from .srgnn import SRGNN
 
-MODELS: dict = {"SRGNN": SRGNN, "LastItem": LastItem, "SessionPop": SessionPop}
+MODELS: dict = {"SRGNN": SRGNN, "LastItem": LastItem, "SessionPop": SessionPop,
+                "SequenceRules": SequenceRules}
 
-__all__ = ["MODELS", "SRGNN", "LastItem", "SessionPop"]
+__all__ = ["MODELS", "SRGNN", "LastItem", "SessionPop", "SequenceRules"]

@@ -1,0 +1,113 @@
+"""Sequence rules with a repeat boost: the non-neural baseline SR-GNN is measured against.
+
+Sequential rules ("SR", Ludewig & Jannach, *Evaluation of session-based recommendation
+algorithms*, 2018, https://arxiv.org/abs/1803.09587) count, over the training sessions, how often
+item ``b`` is clicked ``g`` steps after item ``a`` (``1 <= g <= rule_steps``), each pair weighted
+``1/g``. A session is scored from its last item's row of that table. On Retail Rocket a large
+share of next clicks return to an item already in the session, so a *repeat boost* adds, for
+every item of the prefix, ``repeat_boost / (1 + clicks since it was last seen)``:
+
+.. math::
+    \\mathrm{score}(i) = \\frac{R[x_n, i]}{\\max_j R[x_n, j]}
+        + \\beta \\max_{t:\\,x_t = i} \\frac{1}{1 + n - t}
+        + \\epsilon\\,\\frac{\\mathrm{pop}(i)}{\\max_j \\mathrm{pop}(j)}
+
+where :math:`R[a, b] = \\sum 1/g` over training pairs, :math:`\\beta` = ``repeat_boost`` and
+the tiny popularity term (:math:`\\epsilon = 10^{-3}`) only orders items the other terms leave at
+zero. Nothing is learned: the table is built once from the training split the model is given,
+so one (zero-loss) epoch is all the trainer has to run.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch import Tensor, nn
+
+POPULARITY_WEIGHT = 1e-3
+
+
+def rule_table(item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: int,
+               steps: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Sequence-rule weights from prefix -> target cases, as a CSR table ``[n_items, n_items]``.
+
+    Each training case (prefix ``x_1..x_n`` -> target ``y``) contributes ``1/g`` to
+    ``R[x_{n+1-g}, y]`` for ``g = 1..min(steps, n)``; with one case per position of every session
+    this counts each pair of a session exactly once. Rows are scaled to a maximum of 1.
+    Returns ``(crow_indices, col_indices, values)``.
+    """
+    lengths = item_seq_len.long()
+    gaps = torch.arange(1, steps + 1, device=item_seq.device)
+    valid = gaps.unsqueeze(0) <= lengths.unsqueeze(1)                      # [R, steps]
+    pos = (lengths.unsqueeze(1) - gaps.unsqueeze(0)).clamp(min=0)          # position of x_{n+1-g}
+    src = item_seq.gather(1, pos)[valid]
+    dst = target.unsqueeze(1).expand_as(valid)[valid]
+    weight = (1.0 / gaps.float()).unsqueeze(0).expand_as(valid)[valid]
+    keep = (src > 0) & (dst > 0)
+    src, dst, weight = src[keep], dst[keep], weight[keep]
+    table = torch.sparse_coo_tensor(torch.stack([src, dst]), weight, (n_items, n_items)).coalesce()
+    rows, cols = table.indices()
+    values = table.values()
+    row_max = torch.zeros(n_items, device=values.device).scatter_reduce(
+        0, rows, values, reduce="amax", include_self=False)
+    values = values / row_max[rows]
+    crow = torch.zeros(n_items + 1, dtype=torch.long, device=values.device)
+    crow[1:] = torch.bincount(rows, minlength=n_items).cumsum(0)
+    return crow, cols, values
+
+
+class SequenceRules(SequentialRecommender):
+    """Sequence rules from the last item + repeat boost + a popularity tie-breaker (see module)."""
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        steps, boost = config["rule_steps"], config["repeat_boost"]
+        self.rule_steps = 10 if steps is None else int(steps)
+        self.repeat_boost = 0.0 if boost is None else float(boost)
+        if self.rule_steps < 1 or self.repeat_boost < 0:
+            raise ValueError("rule_steps must be >= 1 and repeat_boost >= 0")
+        feat = dataset.inter_feat
+        item_seq = torch.as_tensor(feat[self.ITEM_SEQ]).long()
+        item_seq_len = torch.as_tensor(feat[self.ITEM_SEQ_LEN]).long().reshape(-1)
+        target = torch.as_tensor(feat[self.ITEM_ID]).long().reshape(-1)
+        crow, col, val = rule_table(item_seq, item_seq_len, target, self.n_items, self.rule_steps)
+        self.register_buffer("rule_crow", crow)
+        self.register_buffer("rule_col", col)
+        self.register_buffer("rule_val", val)
+        pop = torch.bincount(target, minlength=self.n_items)[: self.n_items].float()
+        pop[0] = 0.0
+        self.register_buffer("popularity", pop / pop.max().clamp(min=1.0))
+        self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step
+
+    def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        batch = item_seq.shape[0]
+        lengths = item_seq_len.long()
+        scores = (POPULARITY_WEIGHT * self.popularity).unsqueeze(0).repeat(batch, 1)
+        # Rule rows of the last items, gathered from the CSR table without leaving the device.
+        last = item_seq.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+        start, end = self.rule_crow[last], self.rule_crow[last + 1]
+        count = end - start
+        row = torch.repeat_interleave(torch.arange(batch, device=item_seq.device), count)
+        offset = torch.arange(int(count.sum()), device=item_seq.device) - torch.repeat_interleave(
+            count.cumsum(0) - count, count)
+        idx = torch.repeat_interleave(start, count) + offset
+        scores.index_put_((row, self.rule_col[idx]), self.rule_val[idx], accumulate=True)
+        if self.repeat_boost > 0:
+            positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+            recency = lengths.unsqueeze(1) - 1 - positions.unsqueeze(0)        # 0 = last item
+            valid = (recency >= 0) & (item_seq > 0)
+            boost = self.repeat_boost / (1.0 + recency.clamp(min=0).float())
+            repeat = torch.zeros_like(scores).scatter_reduce(
+                1, item_seq, torch.where(valid, boost, torch.zeros_like(boost)), reduce="amax")
+            scores = scores + repeat
+        return scores
+
+    def calculate_loss(self, interaction) -> Tensor:
+        return (self.dummy * 0.0).sum()
+
+    def predict(self, interaction) -> Tensor:
+        scores = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+    def full_sort_predict(self, interaction) -> Tensor:
+        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
