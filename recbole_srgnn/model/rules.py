@@ -45,7 +45,8 @@ def rule_table(item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: 
     weight = (1.0 / gaps.float()).unsqueeze(0).expand_as(valid)[valid]
     keep = (src > 0) & (dst > 0)
     src, dst, weight = src[keep], dst[keep], weight[keep]
-    table = torch.sparse_coo_tensor(torch.stack([src, dst]), weight, (n_items, n_items)).coalesce()
+    table = torch.sparse_coo_tensor(torch.stack([src, dst]), weight, (n_items, n_items),
+                                    check_invariants=False).coalesce()  # ids < n_items by construction
     rows, cols = table.indices()
     values = table.values()
     row_max = torch.zeros(n_items, device=values.device).scatter_reduce(
@@ -62,8 +63,8 @@ class SequenceRules(SequentialRecommender):
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
         steps, boost = config["rule_steps"], config["repeat_boost"]
-        self.rule_steps = 10 if steps is None else int(steps)
-        self.repeat_boost = 0.0 if boost is None else float(boost)
+        self.rule_steps = 10 if steps is None else int(steps)  # defaults: properties/model/SequenceRules.yaml
+        self.repeat_boost = 1.0 if boost is None else float(boost)  # as the YAML
         if self.rule_steps < 1 or self.repeat_boost < 0:
             raise ValueError("rule_steps must be >= 1 and repeat_boost >= 0")
         feat = dataset.inter_feat
