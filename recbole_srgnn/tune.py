@@ -361,7 +361,7 @@ def _trial_name(trial) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The driver's callback: one JSON line per trial event, one printed line per finished trial
+# The driver's callback: one JSON line per trial event; printed lines per epoch and per finished trial
 # ---------------------------------------------------------------------------------------------
 def _make_callback(metric_label: str, space: Space, finished_before: int = 0):
     from ray.tune import Callback
@@ -399,6 +399,11 @@ def _make_callback(metric_label: str, space: Space, finished_before: int = 0):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._event(trial, "result", epoch=result.get("epoch"),
                         valid_score=result.get("valid_score"), best=result.get(METRIC))
+            seconds = result.get("time_this_iter_s")
+            took = f", {seconds:.0f} s" if isinstance(seconds, (int, float)) else ""
+            print(f"    trial {trial.trial_id} epoch {result.get('epoch')}: valid {metric_label} "
+                  f"{_num(result.get('valid_score'))} (best {_num(result.get(METRIC))}{took})",
+                  flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             summary = None

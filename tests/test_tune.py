@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -455,7 +456,12 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(ray_session,
             f"--data_path={root / 'data'}", *TINY]
     rc = tune.main(argv, extra_callbacks=[_interrupt_after_first_trial()])
     assert rc == 130
-    assert "--resume" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "--resume" in captured.err
+    # progress: a line per epoch of a trial, then one when it finishes
+    assert re.search(r"trial \w+ epoch 1: valid MRR@10 \d\.\d{4} \(best \d\.\d{4}, \d+ s\)",
+                     captured.out), captured.out
+    assert re.search(r"\[1/3\] trial \w+ completed: best valid MRR@10 \d\.\d{4}", captured.out)
     first = _read_csv(out / "trials.csv")
     finished = [row for row in first if row["status"] == "completed"]
     assert len(finished) == 1
