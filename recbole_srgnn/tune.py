@@ -834,6 +834,26 @@ def _scheduler(settings: Mapping, max_epochs: int):
                          reduction_factor=int(settings["reduction_factor"]))
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it (so a committed
+    best.yaml names no machine's folders), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _best_yaml_options(settings: Mapping, prepared: Mapping[str, Any]) -> dict:
+    """The command-line options best.yaml repeats: those the user gave. The driver's absolute
+    ``data_path`` (added so that Ray workers find the data from any folder) is kept only when
+    the user set it; otherwise ``run.py`` finds the data where the search did, by default."""
+    from recbole_srgnn import pipeline
+
+    given = pipeline.parse_dict(settings.get("options") or {})
+    return {key: value for key, value in prepared.items()
+            if key != "data_path" or "data_path" in given}
+
+
 def _finish(settings: dict, space: Space, job_base: dict, experiment_dir: Path, total: int) -> int:
     from recbole_srgnn import tune_report as tr
 
@@ -867,10 +887,10 @@ def _finish(settings: dict, space: Space, job_base: dict, experiment_dir: Path, 
             shown = ", ".join(f"{k} {v:.4f}" for k, v in test["test_result"].items()
                               if k.endswith("@10") or k == "hit@1")
             header.append(f"Test of that trial's best checkpoint (after the search): {shown}.")
-        files = " ".join([*(settings["config_files"] or []), str(output / "best.yaml")])
+        files = " ".join([*(settings["config_files"] or []), _shown_path(output / "best.yaml")])
         header.append(f"Train it again: python run.py --model={settings['model']} "
                       f"--dataset={settings['dataset']} --config_files=\"{files}\"")
-        options = dict(job_base["options"])
+        options = _best_yaml_options(settings, job_base["options"])
         tr.write_text(output / "best.yaml", tr.best_yaml_text(
             best, searched=searched, fixed=fixed_values, options=options,
             max_epochs=settings["max_epochs"], header=header))

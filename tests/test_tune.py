@@ -201,6 +201,17 @@ def test_optuna_refuses_grid(tmp_path, capsys):
     assert "grid" in _one_error_line(capsys)
 
 
+def test_best_yaml_names_no_machine_folder_the_user_did_not_give(tmp_path, monkeypatch):
+    prepared = {"data_path": "/abs/where/the/driver/found/dataset/", "eval_batch_size": 2048}
+    assert tune._best_yaml_options({"options": {"eval_batch_size": "2048"}}, prepared) == {
+        "eval_batch_size": 2048}
+    assert tune._best_yaml_options({"options": {"data_path": "dataset/"}}, prepared) == prepared
+    monkeypatch.chdir(tmp_path)
+    assert tune._shown_path(tmp_path / "out" / "best.yaml") == str(Path("out") / "best.yaml")
+    outside = tmp_path.parent / "elsewhere" / "best.yaml"
+    assert tune._shown_path(outside) == str(outside)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ray search spaces (Ray's sampling, no cluster)
 # ---------------------------------------------------------------------------------------------
