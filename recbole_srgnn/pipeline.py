@@ -34,15 +34,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import pandas as pd
 import torch
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, init_logger, init_seed
 
 import recbole_srgnn
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.prepared_data import load_dataset, prepare_data  # noqa: F401 (load_dataset: API)
 from recbole_srgnn.yaml_files import parse_yaml
 from recbole_srgnn.trainer import (
     SessionTrainer,
@@ -379,18 +378,6 @@ def _data_summary(dataset, train_data, valid_data, test_data) -> dict:
     }
 
 
-def load_dataset(config: Config):
-    """RecBole's ``create_dataset``; a file RecBole cannot parse becomes one clear InputError."""
-    try:
-        return create_dataset(config)
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError, pd.errors.ParserError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        raise InputError(
-            f"RecBole could not read dataset {config['dataset']!r} in {config['data_path']}: "
-            f"{type(exc).__name__}: {message} (check the .inter files' header and columns)"
-        ) from exc
-
-
 def _default_result_path(config: Config, name: str, dataset: str, tag: str = "") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config["checkpoint_dir"] or "saved") / f"{name}-{dataset}{tag}-{stamp}"
@@ -468,9 +455,8 @@ def run(
         _start(config, quiet)
         log = logging.getLogger()
         log.info(config)
-        data = load_dataset(config)
+        data, train_data, valid_data, test_data = prepare_data(config)
         log.info(data)
-        train_data, valid_data, test_data = data_preparation(config, data)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = model_class(config, train_data._dataset).to(config["device"])
         log.info(net)
@@ -549,8 +535,7 @@ def evaluate_checkpoint(
     config = _make_config(model_class, dataset, settings)
     with _quiet_logging(quiet):
         _start(config, quiet)
-        data = load_dataset(config)
-        train_data, valid_data, test_data = data_preparation(config, data)
+        data, train_data, valid_data, test_data = prepare_data(config)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         net = model_class(config, train_data._dataset).to(config["device"])
         trainer = SessionTrainer(config, net, model_name=name)

@@ -75,8 +75,9 @@ Outputs in `DIR`:
 A trial that raises (say, out of memory for a large batch) is recorded as failed; the search goes
 on. Ray runs locally with the dashboard off and its session files in /tmp/ray; trials' output
 goes to `DIR/experiment/<trial>/`, not to the terminal, which shows one line per finished trial.
-The dataset is loaded once, before the trials, and each trial unpickles it (RecBole's
-`dataset_save_path`; removed when the search is over). Trials are seeded like `run.py`
+The dataset is loaded and split once, before the trials (`prepared_data_path`, removed when the
+search is over), and Ray reuses its CPU workers from trial to trial, so a worker reads that file
+and imports the libraries only for its first trial. Trials are seeded like `run.py`
 (`seed`, `reproducibility`), so `run.py` with `best.yaml` retrains the best trial's model.
 """
 
@@ -576,35 +577,28 @@ def _prepare(settings: dict, space: Space) -> dict:
     }
 
 
-def _dataset_cache(config, output: Path, reuse: bool = False) -> str | None:
-    """Load the dataset once here and pickle it for the trials (RecBole's ``dataset_save_path``).
+def _prepared_cache(config, output: Path, reuse: bool = False) -> str | None:
+    """Load the dataset and build its splits once here, for all trials (``prepared_data_path``).
 
-    Each trial's ``create_dataset`` then unpickles it instead of parsing the benchmark files
-    again, after RecBole has checked that the dataset options (fields, lengths, files, seed)
-    are the same; a trial whose sampled values change them builds its own. Not used when the
-    options already ask for RecBole's own dataset saving.
+    Each trial unpickles the file instead of parsing the benchmark files and building the
+    splits again (a worker that Ray reuses for several trials reads it once); a trial whose
+    sampled values change the dataset options builds its own (see ``prepared_data``).
+    Not made when the options already name a prepared file.
     """
-    if config["dataset_save_path"] or config["save_dataset"]:
+    if config["prepared_data_path"]:
         return None
-    path = output / DATASET_CACHE / f"{config['dataset']}.pth"
+    path = output / DATASET_CACHE / f"{config['dataset']}-for-{config['model']}.pth"
     if reuse and path.is_file():  # --resume: the search's own cache
         return str(path)
-    import pickle
-
-    from recbole.data import create_dataset
-
-    from recbole_srgnn.files import atomic_outputs
+    from recbole_srgnn.prepared_data import save_prepared
 
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
-        dataset = create_dataset(config)
-    with atomic_outputs([path]) as (tmp,):
-        with open(tmp, "wb") as handle:
-            pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    print(f"dataset loaded once for all trials in {time.perf_counter() - started:.1f} s "
-          f"({path})", flush=True)
+        save_prepared(config, path)
+    print(f"dataset loaded and split once for all trials in {time.perf_counter() - started:.1f} s "
+          f"({_shown_path(path)})", flush=True)
     return str(path)
 
 
@@ -725,7 +719,7 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
     try:
         if owns_ray and not address:
             _check_resources(settings)
-        cache = _dataset_cache(job_base["config"], output, reuse=resume)
+        cache = _prepared_cache(job_base["config"], output, reuse=resume)
         if not resume:
             _write_json(output / SETTINGS_FILE, settings)  # from now on --resume applies
         from ray import air, tune
@@ -733,7 +727,7 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
         _quiet_ray_logs()
         trial_options = {**job_base["options"], "epochs": job_base["max_epochs"]}
         if cache is not None:
-            trial_options["dataset_save_path"] = cache
+            trial_options["prepared_data_path"] = cache
         job = {
             "model": settings["model"], "dataset": settings["dataset"],
             "config_files": settings["config_files"], "space": space,
@@ -775,6 +769,9 @@ def run_search(settings: dict, *, resume: bool, address: str | None = None,
                     search_alg=_search_alg(settings),
                     scheduler=_scheduler(settings, job_base["max_epochs"]),
                     max_concurrent_trials=settings.get("max_concurrent"),
+                    # one worker process runs trial after trial, keeping imports and the loaded
+                    # data (not with GPUs: Ray's own caution about device memory between trials)
+                    reuse_actors=settings["gpus_per_trial"] == 0,
                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
                 ),
                 run_config=air.RunConfig(
@@ -879,7 +876,7 @@ def _finish(settings: dict, space: Space, job_base: dict, experiment_dir: Path, 
             f"Best configuration of a Ray Tune search (python -m recbole_srgnn.tune), {tr.now()}.",
             f"Model {settings['model']}, dataset {settings['dataset']}; {settings['search']} search, "
             f"{settings['scheduler']} scheduler, {len(records)} trials of at most "
-            f"{settings['max_epochs']} epochs, space {settings['space']}.",
+            f"{settings['max_epochs']} epochs, space {_shown_path(Path(settings['space']))}.",
             f"Selected on validation only: best validation {metric_label} "
             f"{best.best_valid_score:.4f} at epoch {best.best_epoch}, trial {best.trial_id}.",
         ]
@@ -897,7 +894,7 @@ def _finish(settings: dict, space: Space, job_base: dict, experiment_dir: Path, 
     plot = tr.plot_curves(records, best, metric_label, output / "valid_curves.png")
     space_lines = [f"{p.name}: {p.describe()}" for p in space.params]
     tr.write_text(output / "report.md", tr.report_text(
-        settings=settings, records=records, best=best, metric=metric_label,
+        settings={**settings, "space": _shown_path(Path(settings["space"]))}, records=records, best=best, metric=metric_label,
         mode="max" if bigger else "min", test=test, param_names=param_names,
         space_lines=space_lines, plot_name=plot.name, expected_trials=total, started=tr.now(),
         events=tr.read_events(experiment_dir)))

@@ -396,9 +396,18 @@ def test_every_epoch_is_reported_with_validation_only(search):
     assert [float(r["best_valid_score"]) for r in progress][-1] == pytest.approx(max(scores))
     per_trial = json.loads((trial_dir / "pipeline_result.json").read_text())
     assert per_trial["test_result"] is None  # the search never keeps test metrics of a trial
-    # trials read the dataset the driver loaded once; the cache is gone after the search
-    cache = Path(per_trial["config"]["dataset_save_path"])
+    # trials read the splits the driver built once; the cache is gone after the search
+    cache = Path(per_trial["config"]["prepared_data_path"])
     assert cache.parent == out / "dataset_cache" and not cache.parent.exists()
+
+
+def test_trials_run_one_after_another_in_one_reused_worker(search):
+    _, out = search
+    rows = _read_csv(out / "trials.csv")
+    starts = [(Path(row["trial_dir"]) / "starts.txt").read_text().split() for row in rows]
+    assert len(starts) == 2 and all(len(s) == 2 for s in starts)  # "<time> pid=<pid>" each
+    pids = {s[1] for s in starts}
+    assert len(pids) == 1 and pids != {f"pid={os.getpid()}"}  # one Ray worker, not the driver
 
 
 def test_best_yaml_reproduces_the_best_trial(search, ray_session):
@@ -429,6 +438,7 @@ def test_report_has_best_config_test_metrics_and_overhead(search):
     assert set(test) >= {"hit@10", "mrr@10"}
     assert f"| mrr@10 |" in report and f"{test['mrr@10']:.4f}" in report
     assert "![validation curves](valid_curves.png)" in report
+    assert "Search space (`space.yaml`)" in report  # relative to the working folder
     assert "## Trial overhead" in report and "mean **" in report
     rows = _read_csv(out / "trials.csv")
     ok = next(row for row in rows if row["status"] == "completed")

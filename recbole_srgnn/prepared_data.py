@@ -1,0 +1,135 @@
+"""Datasets and their splits: loaded by RecBole, or built once and reused (``prepared_data_path``).
+
+RecBole turns a dataset into training/validation/test data in two costly steps: reading the
+atomic files (``create_dataset``) and building the splits (``Dataset.build``: frames to
+tensors, sequence fields). On the real benchmark split these take ~7 s each on one core, far
+more than the model needs to start. A hyperparameter search repeats them for every trial, so
+its driver does them once and saves the result (:func:`save_prepared`); each trial's config
+names that file in ``prepared_data_path`` and :func:`prepare_data` unpickles it (~2.5 s) instead.
+A process that runs several trials (Ray reuses its workers) keeps the last file it read in
+memory and reads it only once.
+
+The file is used only when the dataset options it was built with (RecBole's
+``dataset_arguments``, the split, the seed) equal the current config's; otherwise the data
+are built from the dataset as usual. Dataloaders are always made fresh, from the current
+config (batch size, shuffling, seed): RecBole's own ``dataloaders_save_path`` keeps the batch
+size of the run that saved them, which a search that samples the batch size cannot use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from recbole.data import create_dataset, data_preparation
+from recbole.data.utils import create_samplers, get_dataloader
+from recbole.utils import ModelType
+from recbole.utils.argument_list import dataset_arguments
+
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.files import atomic_outputs
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1  # version of the file's layout
+# The options that decide what ``create_dataset`` + ``build`` produce.
+SIGNATURE_KEYS = tuple(dict.fromkeys([
+    *dataset_arguments, "dataset", "data_path", "benchmark_filename", "eval_args",
+    "seed", "repeatable", "MODEL_TYPE",
+]))
+
+# The last prepared file this process read: {"key": (path, mtime_ns, size), "payload": {...}}.
+_memory: dict[str, Any] = {}
+
+
+def load_dataset(config):
+    """RecBole's ``create_dataset``; a file RecBole cannot parse becomes one clear InputError."""
+    try:
+        return create_dataset(config)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, pd.errors.ParserError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(
+            f"RecBole could not read dataset {config['dataset']!r} in {config['data_path']}: "
+            f"{type(exc).__name__}: {message} (check the .inter files' header and columns)"
+        ) from exc
+
+
+def signature(config) -> dict:
+    """The config values a prepared file must share with a run that uses it."""
+    return {key: _comparable(config[key]) for key in SIGNATURE_KEYS}
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, ModelType):
+        return value.name
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _comparable(v) for k, v in value.items()}
+    return value
+
+
+def save_prepared(config, path: str | os.PathLike) -> Path:
+    """Load the dataset, build its splits and pickle both to ``path`` (atomically)."""
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        raise InputError("prepared data are for sequential models, not knowledge-graph ones")
+    dataset = load_dataset(config)
+    built = dataset.build()
+    payload = {"format": FORMAT, "signature": signature(config), "dataset": dataset,
+               "built": tuple(built)}
+    path = Path(path)
+    with atomic_outputs([path]) as (tmp,):
+        with open(tmp, "wb") as handle:
+            pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _read(path: Path) -> dict:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if _memory.get("key") != key:
+        _memory.clear()  # one file at a time: do not hold two datasets
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise InputError(f"prepared_data_path {path}: not a file written by save_prepared")
+        _memory.update(key=key, payload=payload)
+    return _memory["payload"]
+
+
+def load_prepared(config):
+    """``(dataset, built splits)`` from ``config['prepared_data_path']``, or None to build anew."""
+    name = config["prepared_data_path"]
+    if not name or config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        return None
+    path = Path(name)
+    if not path.is_file():
+        raise InputError(f"prepared_data_path {path}: no such file")
+    payload = _read(path)
+    wanted = signature(config)
+    differ = sorted(k for k in wanted if payload["signature"].get(k) != wanted[k])
+    if differ:
+        logger.info("prepared data in %s were built with other %s: building the splits anew",
+                    path, ", ".join(differ))
+        return None
+    return payload["dataset"], payload["built"]
+
+
+def prepare_data(config):
+    """``(dataset, train_data, valid_data, test_data)`` for ``config``, like RecBole's
+    ``create_dataset`` + ``data_preparation``; from ``prepared_data_path`` when it fits."""
+    prepared = load_prepared(config)
+    if prepared is None:
+        dataset = load_dataset(config)
+        return (dataset, *data_preparation(config, dataset))
+    dataset, built = prepared
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    train_data = get_dataloader(config, "train")(config, built[0], train_sampler,
+                                                  shuffle=config["shuffle"])
+    valid_data = get_dataloader(config, "valid")(config, built[1], valid_sampler, shuffle=False)
+    test_data = get_dataloader(config, "test")(config, built[2], test_sampler, shuffle=False)
+    return dataset, train_data, valid_data, test_data
