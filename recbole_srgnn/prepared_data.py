@@ -9,7 +9,9 @@ names that file in ``prepared_data_path`` and :func:`prepare_data` unpickles it 
 A process that runs several trials (Ray reuses its workers) keeps the last file it read in
 memory and reads it only once.
 
-The file is used only when the dataset options it was built with (RecBole's
+A missing file is not an error (as with RecBole's ``dataset_save_path``): the data are built
+from the dataset, so a trial's checkpoint can still be evaluated after its search removed the
+file. The file is used only when the dataset options it was built with (RecBole's
 ``dataset_arguments``, the split, the seed) equal the current config's; otherwise the data
 are built from the dataset as usual. Dataloaders are always made fresh, from the current
 config (batch size, shuffling, seed): RecBole's own ``dataloaders_save_path`` keeps the batch
@@ -107,8 +109,10 @@ def load_prepared(config):
     if not name or config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
         return None
     path = Path(name)
-    if not path.is_file():
-        raise InputError(f"prepared_data_path {path}: no such file")
+    if not path.is_file():  # like RecBole's dataset_save_path: e.g. a finished search's, removed
+        logger.warning("prepared_data_path %s: no such file; building the splits from the dataset",
+                       path)
+        return None
     payload = _read(path)
     wanted = signature(config)
     differ = sorted(k for k in wanted if payload["signature"].get(k) != wanted[k])

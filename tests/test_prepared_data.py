@@ -101,9 +101,12 @@ def test_the_file_is_read_once_per_process(root, prepared, monkeypatch):
     assert len(reads) == 2
 
 
-def test_missing_or_foreign_file_is_one_clear_error(root, tmp_path):
-    with pytest.raises(InputError, match="no such file"):
-        prepared_data.prepare_data(_config(root, prepared_data_path=str(tmp_path / "nope.pth")))
+def test_a_missing_file_builds_anew_and_a_foreign_one_is_a_clear_error(root, tmp_path, caplog):
+    missing = tmp_path / "nope.pth"
+    built = prepared_data.prepare_data(_config(root, prepared_data_path=str(missing)))
+    fresh = prepared_data.prepare_data(_config(root))
+    assert _same(_batches(built[3]), _batches(fresh[3]))
+    assert any("no such file" in r.getMessage() for r in caplog.records)
     foreign = tmp_path / "foreign.pth"
     foreign.write_bytes(pickle.dumps({"something": 1}))
     with pytest.raises(InputError, match="not a file written by save_prepared"):
