@@ -46,7 +46,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError, cli_errors
 
@@ -62,6 +62,7 @@ TUNING_KEYS = {"budget", "seeds"}
 RESERVED = {"seed", "model", "dataset", "checkpoint_dir", "benchmark_filename"}
 # Where things are, not what is computed: left out of the settings hash.
 HASH_EXEMPT = {"data_path", "show_progress"}
+EPOCH_MARK = "@@compare-epoch "  # a child process's line that reports a validation epoch
 SHORT = {"learning_rate": "lr", "embedding_size": "d", "hidden_size": "h", "weight_decay": "wd",
          "embedding_dropout": "emb_drop", "hidden_dropout": "hid_drop", "dropout_prob": "drop",
          "dropout_probs": "drops", "train_batch_size": "batch"}
@@ -471,10 +472,10 @@ def _load_average() -> list[float] | None:
     return None
 
 
-def run_one(job: Mapping[str, Any]) -> dict:
+def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = None) -> dict:
     """Train/test one run through ``pipeline.run`` and write its JSON atomically (used in the
     child process and in-process). ``job``: model, dataset, config_dict, path, compare, threads,
-    scratch."""
+    scratch. ``on_epoch({"epoch", "score", "seconds"})`` follows each validation."""
     import torch
 
     from recbole_srgnn import pipeline
@@ -493,7 +494,7 @@ def run_one(job: Mapping[str, Any]) -> dict:
         tmp_result = scratch / f"result-{os.getpid()}-{time.monotonic_ns()}.json"
         results = pipeline.run(job["model"], job["dataset"], config_dict=config,
                                result_file=tmp_result, saved=False, show_progress=False,
-                               quiet=True)
+                               quiet=True, epoch_callback=_epoch_callback(on_epoch))
         with contextlib.suppress(FileNotFoundError):
             tmp_result.unlink()
     finally:
@@ -513,6 +514,36 @@ def run_one(job: Mapping[str, Any]) -> dict:
     }
     pipeline.write_results(results, final)
     return results
+
+
+def _epoch_callback(on_epoch: Callable[[dict], Any] | None):
+    if on_epoch is None:
+        return None
+    last = [time.perf_counter()]
+
+    def callback(epoch: int, valid_result: Mapping, valid_score: float) -> None:
+        now = time.perf_counter()
+        on_epoch({"epoch": int(epoch) + 1, "score": float(valid_score), "seconds": now - last[0]})
+        last[0] = now
+
+    return callback
+
+
+class RunProgress:
+    """A line per validation epoch under the run's ``[i/n] ...`` line, then its result."""
+
+    def __init__(self, metric: str, stream):
+        self.metric, self.stream, self.epochs = metric, stream, 0
+
+    def epoch(self, info: Mapping[str, Any]) -> None:
+        if not self.epochs:
+            print(file=self.stream)  # ends the "[i/n] ... " line
+        self.epochs += 1
+        print(f"    epoch {info['epoch']}: valid {self.metric} {info['score']:.4f} "
+              f"({_duration(info['seconds'])})", file=self.stream, flush=True)
+
+    def end(self, text: str) -> None:
+        print(("    done: " if self.epochs else "") + text, file=self.stream, flush=True)
 
 
 def _job(spec: RunSpec, exp: Experiment, scratch: Path, isolated: bool) -> dict:
@@ -535,8 +566,11 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: bool) -> tuple[dict | None, str]:
-    """Run one spec; (results, "") or (None, one-line reason). Failures leave a log in out/failed."""
+def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: bool,
+            progress: RunProgress | None = None) -> tuple[dict | None, str]:
+    """Run one spec; (results, "") or (None, one-line reason). Failures leave a log in out/failed.
+    ``progress`` shows the run's validation epochs as they finish."""
+    on_epoch = progress.epoch if progress is not None else None
     job = _job(spec, exp, scratch / f"{spec.name}-{spec.tag}-seed{spec.seed}", isolate)
     log_path = _failure_log(out, spec)
     with contextlib.suppress(FileNotFoundError):
@@ -548,7 +582,7 @@ def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: b
         captured = io.StringIO()  # the registry's and RecBole's prints would break the progress line
         try:
             with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                return run_one(job), ""
+                return run_one(job, on_epoch=on_epoch), ""
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # a failed run must not stop the others
@@ -559,18 +593,28 @@ def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: b
     job_file.write_text(json.dumps(job), encoding="utf-8")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.compare", "--run-one", str(job_file)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
+    lines = []
+    for line in proc.stdout:  # the child's epoch lines are shown; the rest is kept for the log
+        if line.startswith(EPOCH_MARK):
+            if on_epoch is not None:
+                on_epoch(json.loads(line[len(EPOCH_MARK):]))
+        else:
+            lines.append(line)
+    proc.wait()
+    proc.stdout.close()
+    output = "".join(lines)
     run, why = read_run(spec.path, spec.spec_hash)
     if proc.returncode == 0 and run is not None:
         return run, ""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(proc.stdout or "", encoding="utf-8")
+    log_path.write_text(output, encoding="utf-8")
     if proc.returncode in (130, -2):  # Ctrl-C reached the child too
         raise KeyboardInterrupt
-    reason = _last_line(proc.stdout or "") if proc.returncode else f"no complete results ({why})"
+    reason = _last_line(output) if proc.returncode else f"no complete results ({why})"
     return None, f"exit {proc.returncode}: {reason[:300]}"
 
 
@@ -673,7 +717,7 @@ def _preflight(exp: Experiment, todo: Sequence[RunSpec]) -> None:
 
 def _child(job_file: str) -> int:
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
-    run_one(job)
+    run_one(job, on_epoch=lambda info: print(EPOCH_MARK + json.dumps(info), flush=True))
     return 0
 
 
@@ -720,13 +764,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     counter += 1
                     print(f"[{counter}/{total}] {spec.describe()} ...", end=" ", flush=True)
                     started = time.perf_counter()
-                    run, reason = execute(spec, exp, out, scratch, isolate)
+                    progress = RunProgress(str(spec.config_dict.get("valid_metric", "score")),
+                                           sys.stdout)
+                    run, reason = execute(spec, exp, out, scratch, isolate, progress)
                     took = _duration(time.perf_counter() - started)
                     if run is None:
                         failures.append((spec, reason))
-                        print(f"FAILED ({took}): {reason}", flush=True)
+                        progress.end(f"FAILED ({took}): {reason}")
                     else:
-                        print(f"{_progress_metric(run)} ({took})", flush=True)
+                        progress.end(f"{_progress_metric(run)} ({took})")
                 # phase 2 becomes plannable once a row's grid is complete
                 todo, _, _ = plan(exp, out, args.data_path, args.models)
                 todo = [spec for spec in todo if all(spec.path != f.path for f, _ in failures)]

@@ -42,7 +42,8 @@ def smoke(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         real = compare.run_one
-        mp.setattr(compare, "run_one", lambda job: calls.append(job["path"]) or real(job))
+        mp.setattr(compare, "run_one",
+                   lambda job, **kw: calls.append(job["path"]) or real(job, **kw))
         argv = ["--config", SMOKE, "--out", root / "out", "--data-path", root / "data", "--in-process"]
         rc, out, err = call(argv)
         yield {"root": root, "out": root / "out", "argv": argv, "rc": rc, "stdout": out,
@@ -66,8 +67,10 @@ def test_smoke_runs_everything_and_writes_the_report(smoke):
     out = smoke["out"]
     assert len(smoke["calls"]) == SMOKE_RUNS
     assert len(run_files(out)) == SMOKE_RUNS
-    assert re.search(rf"\[1/{SMOKE_RUNS}\] SRGNN lr=0.001 seed 1 \.\.\. hit@10 \d\.\d{{4}}",
-                     smoke["stdout"])
+    # progress: the run's line, a line per validation epoch, then its result
+    assert re.search(rf"\[1/{SMOKE_RUNS}\] SRGNN lr=0.001 seed 1 \.\.\. \n"
+                     rf"    epoch 1: valid MRR@10 \d\.\d{{4}} \([^)]+\)\n"
+                     rf"(    epoch \d+: .*\n)*    done: hit@10 \d\.\d{{4}}", smoke["stdout"])
     for name in ("report.md", "summary.csv", "runs.csv", "metrics.png", "valid_curves.png"):
         assert (out / name).is_file(), name
     for png in ("metrics.png", "valid_curves.png"):
@@ -163,6 +166,9 @@ def test_isolated_run_is_its_own_process(smoke, tmp_path):
     run = json.loads((tmp_path / "out" / "runs" / "SessionPop" / "default-seed1.json").read_text())
     assert run["compare"]["isolated"] is True and run["compare"]["threads"] == 1
     assert run["peak_rss_mb"] > 0
+    # the child's validation epoch reaches this process's progress output, its marker does not
+    assert re.search(r"\] SessionPop seed 1 \.\.\. \n    epoch 1: valid MRR@10 \d\.\d{4} ", stdout)
+    assert compare.EPOCH_MARK.strip() not in stdout
 
 
 # ---------------------------------------------------------------------------------------------
