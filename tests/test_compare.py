@@ -371,6 +371,7 @@ def test_shipped_configs_are_valid_commented_and_fair():
                 assert "#" in line, f"{path.name}:{number} has no comment: {line!r}"
         if path.stem != "smoke":
             assert len(exp.seeds) >= 3, path.name
+        if path.stem in ("retailrocket-sample", "retailrocket-cotrec"):  # the main comparisons
             names = {entry.model for entry in exp.models}
             assert {"SRGNN", "GRU4Rec", "NARM", "RecBoleSRGNN", "SessionPop"} <= names, path.name
         grids = {len(entry.points) for entry in exp.models if entry.tunable}
