@@ -657,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run nothing; rebuild the report from the finished runs")
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help="run only these rows now (the report still covers all of them)")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                        help="run only these seeds now, e.g. to give each core its own seed "
+                             "of one row (the report still covers all of them)")
     parser.add_argument("--data-path", help="override data_path (where datasets are built/read); "
                                             "not part of a run's identity")
     parser.add_argument("--in-process", action="store_true",
@@ -665,6 +668,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)  # internal: the child process
     return parser
+
+
+def _only_seeds(todo: list[RunSpec], seeds: Sequence[int] | None) -> list[RunSpec]:
+    return todo if not seeds else [spec for spec in todo if spec.seed in seeds]
 
 
 def _command_line(args, exp: Experiment, out: Path) -> str:
@@ -744,7 +751,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failures: list[tuple[RunSpec, str]] = []
     if not args.only_report:
+        if args.seeds and not set(args.seeds) <= set(exp.seeds):
+            raise InputError(f"--seeds: {', '.join(map(str, sorted(set(args.seeds) - set(exp.seeds))))} "
+                             f"not in {exp.path} (seeds: {', '.join(map(str, exp.seeds))})")
         todo, done, waiting = plan(exp, out, args.data_path, args.models)
+        todo = _only_seeds(todo, args.seeds)
         total = exp.total_runs
         print(f"{exp.name}: {len(exp.models)} models, {len(exp.seeds)} seeds, grid budget "
               f"{exp.budget} (tuned on {exp.tune_seeds} seed(s)): {total} runs; "
@@ -774,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         progress.end(f"{_progress_metric(run)} ({took})")
                 # phase 2 becomes plannable once a row's grid is complete
-                todo, _, _ = plan(exp, out, args.data_path, args.models)
+                todo = _only_seeds(plan(exp, out, args.data_path, args.models)[0], args.seeds)
                 todo = [spec for spec in todo if all(spec.path != f.path for f, _ in failures)]
         except KeyboardInterrupt:
             print(f"\ninterrupted: rerun the same command to resume ({command})", file=sys.stderr)

@@ -144,6 +144,27 @@ def test_resume_redoes_only_missing_or_half_written_runs(smoke, tmp_path):
     assert f"{SMOKE_RUNS - 2} finished, 2 to run now" in stdout
 
 
+def test_seeds_option_runs_only_those_seeds(smoke, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(smoke["out"], out)
+    runs = out / "runs"
+    seed1 = runs / "SessionPop" / "default-seed1.json"
+    seed2 = runs / "SessionPop" / "default-seed2.json"
+    seed1.unlink()
+    seed2.unlink()
+    calls = smoke["calls"]
+    n = len(calls)
+    argv = list(smoke["argv"])
+    argv[argv.index("--out") + 1] = out
+    rc, stdout, _ = call([*argv, "--models", "SessionPop", "--seeds", "2"])
+    assert rc == 0 and "1 to run now" in stdout
+    assert calls[n:] == [str(seed2.resolve())] and seed2.is_file() and not seed1.exists()
+    rc, stdout, _ = call([*argv, "--seeds", "1"])
+    assert rc == 0 and calls[n + 1:] == [str(seed1.resolve())] and seed1.is_file()
+    rc, stdout, err = call([*argv, "--seeds", "7"])
+    assert rc == 2 and "--seeds: 7 not in" in err and "Traceback" not in err
+
+
 def test_only_report_reads_without_training(smoke, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(smoke["out"], out)
