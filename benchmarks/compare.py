@@ -428,7 +428,8 @@ def finished_runs(exp: Experiment, entry: ModelEntry, out: Path,
 
 
 def plan(exp: Experiment, out: Path, data_path: str | None = None,
-         only: Iterable[str] | None = None) -> tuple[list[RunSpec], list[RunSpec], int]:
+         only: Iterable[str] | None = None,
+         seeds: Iterable[int] | None = None) -> tuple[list[RunSpec], list[RunSpec], int]:
     """(runs to do now, runs already finished, runs waiting for a selection).
 
     Phase 1 (grid on the tuning seeds) is ordered seed, row, grid point, so that an interrupted
@@ -436,6 +437,11 @@ def plan(exp: Experiment, out: Path, data_path: str | None = None,
     seeds) is planned for a row once its phase 1 is complete.
     """
     only = set(only) if only is not None else None
+    seeds = set(seeds) if seeds else None
+
+    def wanted(entry: ModelEntry, seed: int) -> bool:  # --models / --seeds: only these now
+        return (only is None or entry.name in only) and (seeds is None or seed in seeds)
+
     todo: list[RunSpec] = []
     done: list[RunSpec] = []
     waiting = 0
@@ -446,7 +452,7 @@ def plan(exp: Experiment, out: Path, data_path: str | None = None,
                 run, _ = read_run(spec.path, spec.spec_hash)
                 if run is not None:
                     done.append(spec)
-                elif only is None or entry.name in only:
+                elif wanted(entry, seed):
                     todo.append(spec)
     for seed in exp.other_seeds:
         for entry in exp.models:
@@ -458,7 +464,7 @@ def plan(exp: Experiment, out: Path, data_path: str | None = None,
             spec = make_spec(exp, entry, selection.tag, seed, 2, out, data_path)
             if (selection.tag, seed) in runs:
                 done.append(spec)
-            elif only is None or entry.name in only:
+            elif wanted(entry, seed):
                 todo.append(spec)
     return todo, done, waiting
 
@@ -670,10 +676,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _only_seeds(todo: list[RunSpec], seeds: Sequence[int] | None) -> list[RunSpec]:
-    return todo if not seeds else [spec for spec in todo if spec.seed in seeds]
-
-
 def _command_line(args, exp: Experiment, out: Path) -> str:
     def rel(path: str | os.PathLike) -> str:
         path = Path(path).resolve()
@@ -754,8 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seeds and not set(args.seeds) <= set(exp.seeds):
             raise InputError(f"--seeds: {', '.join(map(str, sorted(set(args.seeds) - set(exp.seeds))))} "
                              f"not in {exp.path} (seeds: {', '.join(map(str, exp.seeds))})")
-        todo, done, waiting = plan(exp, out, args.data_path, args.models)
-        todo = _only_seeds(todo, args.seeds)
+        todo, done, waiting = plan(exp, out, args.data_path, args.models, args.seeds)
         total = exp.total_runs
         print(f"{exp.name}: {len(exp.models)} models, {len(exp.seeds)} seeds, grid budget "
               f"{exp.budget} (tuned on {exp.tune_seeds} seed(s)): {total} runs; "
@@ -785,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         progress.end(f"{_progress_metric(run)} ({took})")
                 # phase 2 becomes plannable once a row's grid is complete
-                todo = _only_seeds(plan(exp, out, args.data_path, args.models)[0], args.seeds)
+                todo, _, _ = plan(exp, out, args.data_path, args.models, args.seeds)
                 todo = [spec for spec in todo if all(spec.path != f.path for f, _ in failures)]
         except KeyboardInterrupt:
             print(f"\ninterrupted: rerun the same command to resume ({command})", file=sys.stderr)
