@@ -31,6 +31,7 @@ import re
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -512,6 +513,48 @@ def run(
     return results
 
 
+@dataclass
+class Trained:
+    """A saved model rebuilt for evaluation: its config, data splits, model and trainer."""
+
+    name: str
+    config: Config
+    state: dict
+    data: Any
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    trainer: SessionTrainer
+
+
+def load_trained(
+    checkpoint: str | os.PathLike, config_dict: dict | None = None, *, quiet: bool = False
+) -> Trained:
+    """Rebuild a saved model with its data splits, weights loaded, ready to ``trainer.evaluate``.
+
+    The Config comes from the settings stored in the checkpoint (model, dataset, data_path,
+    every option), with ``config_dict`` on top (e.g. another ``data_path``, ``gpu_id`` or an
+    evaluation-time option such as ``rule_fusion``).
+    """
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    name, dataset = state.get("model"), state.get("dataset")
+    saved_settings = state.get("settings")
+    if not isinstance(name, str) or not isinstance(dataset, str) or not isinstance(saved_settings, dict):
+        raise InputError(f"checkpoint {checkpoint} lacks its model, dataset or settings")
+    name, model_class = _resolve(name)
+    settings = merge_layers([("checkpoint", saved_settings), ("config_dict", parse_dict(config_dict))])
+    ensure_dataset(dataset, settings)
+    config = _make_config(model_class, dataset, settings)
+    _start(config, quiet)
+    data, train_data, valid_data, test_data = prepare_data(config)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = model_class(config, train_data._dataset).to(config["device"])
+    trainer = SessionTrainer(config, net, model_name=name)
+    trainer.settings = settings
+    trainer.load_weights(load_checkpoint(checkpoint, map_location=config["device"]))
+    return Trained(name, config, state, data, train_data, valid_data, test_data, trainer)
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     config_dict: dict | None = None,
@@ -524,33 +567,21 @@ def evaluate_checkpoint(
     The Config is rebuilt from the settings stored in the checkpoint (model, dataset, data_path,
     every option), with ``config_dict`` on top (e.g. another ``data_path`` or ``gpu_id``).
     """
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    name, dataset = state.get("model"), state.get("dataset")
-    saved_settings = state.get("settings")
-    if not isinstance(name, str) or not isinstance(dataset, str) or not isinstance(saved_settings, dict):
-        raise InputError(f"checkpoint {checkpoint} lacks its model, dataset or settings")
-    name, model_class = _resolve(name)
-    settings = merge_layers([("checkpoint", saved_settings), ("config_dict", parse_dict(config_dict))])
-    ensure_dataset(dataset, settings)
-    config = _make_config(model_class, dataset, settings)
     with _quiet_logging(quiet):
-        _start(config, quiet)
-        data, train_data, valid_data, test_data = prepare_data(config)
-        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-        net = model_class(config, train_data._dataset).to(config["device"])
-        trainer = SessionTrainer(config, net, model_name=name)
-        trainer.settings = settings
-        trainer.load_weights(load_checkpoint(checkpoint, map_location=config["device"]))
+        loaded = load_trained(checkpoint, config_dict, quiet=quiet)
         started = time.perf_counter()
-        test_result = trainer.evaluate(test_data, load_best_model=False)
+        test_result = loaded.trainer.evaluate(loaded.test_data, load_best_model=False)
         seconds = time.perf_counter() - started
+    config, data = loaded.config, loaded.data
+    train_data, valid_data, test_data = loaded.train_data, loaded.valid_data, loaded.test_data
+    name, dataset = loaded.name, config["dataset"]
 
     results = finite_or_none({
         "model": name,
         "dataset": dataset,
         "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_epoch": state.get("epoch"),
-        "best_valid_score": state.get("best_valid_score"),
+        "checkpoint_epoch": loaded.state.get("epoch"),
+        "best_valid_score": loaded.state.get("best_valid_score"),
         "test_result": _metrics(test_result),
         "eval_seconds": seconds,
         **peak_memory(config["device"]),

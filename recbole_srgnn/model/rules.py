@@ -57,32 +57,33 @@ def rule_table(item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: 
     return crow, cols, values
 
 
-class SequenceRules(SequentialRecommender):
-    """Sequence rules from the last item + repeat boost + a popularity tie-breaker (see module)."""
+class RuleScorer(nn.Module):
+    """The scores of the module docstring for a batch of sessions, from a fixed rule table.
 
-    def __init__(self, config, dataset) -> None:
-        super().__init__(config, dataset)
-        steps, boost = config["rule_steps"], config["repeat_boost"]
-        self.rule_steps = 10 if steps is None else int(steps)  # defaults: properties/model/SequenceRules.yaml
-        self.repeat_boost = 1.0 if boost is None else float(boost)  # as the YAML
-        if self.rule_steps < 1 or self.repeat_boost < 0:
+    Built once from training cases (``item_seq``, ``item_seq_len``, ``target``: RecBole's
+    pre-augmented prefix -> next-item rows); nothing in it is trained. Its tables are
+    non-persistent buffers: they are rebuilt from the training split, never stored in a
+    checkpoint, so a model can add this scorer to one saved without it.
+    """
+
+    def __init__(self, item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: int,
+                 steps: int = 10, repeat_boost: float = 1.0) -> None:
+        super().__init__()
+        if steps < 1 or repeat_boost < 0:
             raise ValueError("rule_steps must be >= 1 and repeat_boost >= 0")
-        feat = dataset.inter_feat
-        item_seq = torch.as_tensor(feat[self.ITEM_SEQ]).long()
-        item_seq_len = torch.as_tensor(feat[self.ITEM_SEQ_LEN]).long().reshape(-1)
-        target = torch.as_tensor(feat[self.ITEM_ID]).long().reshape(-1)
-        crow, col, val = rule_table(item_seq, item_seq_len, target, self.n_items, self.rule_steps)
-        self.register_buffer("rule_crow", crow)
-        self.register_buffer("rule_col", col)
-        self.register_buffer("rule_val", val)
-        pop = torch.bincount(target, minlength=self.n_items)[: self.n_items].float()
+        self.n_items, self.steps, self.repeat_boost = n_items, int(steps), float(repeat_boost)
+        crow, col, val = rule_table(item_seq, item_seq_len, target, n_items, self.steps)
+        self.register_buffer("rule_crow", crow, persistent=False)
+        self.register_buffer("rule_col", col, persistent=False)
+        self.register_buffer("rule_val", val, persistent=False)
+        pop = torch.bincount(target, minlength=n_items)[:n_items].float()
         pop[0] = 0.0
-        self.register_buffer("popularity", pop / pop.max().clamp(min=1.0))
-        self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step
+        self.register_buffer("popularity", pop / pop.max().clamp(min=1.0), persistent=False)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        """``[B, L]`` padded sessions and ``[B]`` lengths -> ``[B, n_items]`` scores."""
         batch = item_seq.shape[0]
-        lengths = item_seq_len.long()
+        lengths = item_seq_len.long().view(-1)
         scores = (POPULARITY_WEIGHT * self.popularity).unsqueeze(0).repeat(batch, 1)
         # Rule rows of the last items, gathered from the CSR table without leaving the device.
         last = item_seq.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
@@ -102,6 +103,31 @@ class SequenceRules(SequentialRecommender):
                 1, item_seq, torch.where(valid, boost, torch.zeros_like(boost)), reduce="amax")
             scores = scores + repeat
         return scores
+
+    @classmethod
+    def from_dataset(cls, model: SequentialRecommender, dataset, steps: int,
+                     repeat_boost: float) -> "RuleScorer":
+        """The scorer of ``model``'s training split (``dataset`` = RecBole's train dataset)."""
+        feat = dataset.inter_feat
+        item_seq = torch.as_tensor(feat[model.ITEM_SEQ]).long()
+        item_seq_len = torch.as_tensor(feat[model.ITEM_SEQ_LEN]).long().reshape(-1)
+        target = torch.as_tensor(feat[model.ITEM_ID]).long().reshape(-1)
+        return cls(item_seq, item_seq_len, target, model.n_items, steps, repeat_boost)
+
+
+class SequenceRules(SequentialRecommender):
+    """Sequence rules from the last item + repeat boost + a popularity tie-breaker (see module)."""
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        steps, boost = config["rule_steps"], config["repeat_boost"]
+        self.rule_steps = 10 if steps is None else int(steps)  # defaults: properties/model/SequenceRules.yaml
+        self.repeat_boost = 1.0 if boost is None else float(boost)  # as the YAML
+        self.rules = RuleScorer.from_dataset(self, dataset, self.rule_steps, self.repeat_boost)
+        self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step
+
+    def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        return self.rules(item_seq, item_seq_len)
 
     def calculate_loss(self, interaction) -> Tensor:
         return (self.dummy * 0.0).sum()

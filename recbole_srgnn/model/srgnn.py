@@ -9,6 +9,7 @@ from torch_geometric.utils import scatter
 
 from ..graph import build_session_graphs
 from ..layers import SoftAttentionReadout, SRGNNConv
+from .rules import RuleScorer
 from .session import SessionScorer
 
 
@@ -35,6 +36,12 @@ class SRGNN(SessionScorer):
       ``b_0 .. b_{K-1}``; an item that occurs in the session gets ``b_r`` added to its score,
       ``r`` = how many clicks ago it was last seen (0 = the last item; older than ``K - 1``
       share ``b_{K-1}``). Costs one scatter over the session's distinct items; 0 = off.
+    * ``rule_fusion`` (a hybrid, evaluation only): ``alpha > 0`` ranks items by
+      ``log softmax(scores) + alpha * rules(session)``, where ``rules`` is the
+      :class:`~recbole_srgnn.model.rules.RuleScorer` of the training split (sequence rules from
+      the last item, ``rule_steps`` apart at most, plus ``rule_repeat_boost`` for items already in
+      the session). Training is unchanged, so ``alpha`` can be set on a trained checkpoint and
+      chosen on validation (``python -m benchmarks.fusion``); 0 = off.
     """
 
     def __init__(self, config, dataset) -> None:
@@ -51,6 +58,16 @@ class SRGNN(SessionScorer):
         self.repeat_bias = (
             nn.Parameter(torch.zeros(self.repeat_recency)) if self.repeat_recency else None
         )
+        self.rule_fusion = float(config["rule_fusion"] or 0.0)
+        if self.rule_fusion < 0:
+            raise ValueError("rule_fusion must be >= 0 (0 = off)")
+        self.rules = None
+        if self.rule_fusion:
+            steps, boost = config["rule_steps"], config["rule_repeat_boost"]
+            self.rules = RuleScorer.from_dataset(
+                self, dataset, 10 if steps is None else int(steps),
+                0.0 if boost is None else float(boost),
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -88,6 +105,9 @@ class SRGNN(SessionScorer):
             scores = self.norm_scale * scores
         if self.repeat_bias is not None:
             scores = self._add_repeat_bias(scores, graphs, item_seq_len)
+        if self.rules is not None and not self.training:
+            scores = torch.log_softmax(scores, dim=-1) + self.rule_fusion * self.rules(
+                item_seq, item_seq_len)
         return scores
 
     def _add_repeat_bias(self, scores: Tensor, graphs, item_seq_len: Tensor) -> Tensor:

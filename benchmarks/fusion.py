@@ -1,0 +1,514 @@
+"""SR-GNN + sequence rules: choose the fusion weight on validation, report the test result.
+
+The SRGNN option ``rule_fusion`` (``recbole_srgnn/model/srgnn.py``) ranks items by
+``log softmax(SR-GNN scores) + alpha * rules(session)`` at evaluation time only. Training does not
+depend on ``alpha``, so this runner trains each seed once, through the same pipeline as
+``run.py``, and then evaluates the best checkpoint on the *validation* split for every ``alpha``
+of the config. The ``alpha`` with the best validation metric is the only one tested; ``alpha = 0``
+(the trained model alone) is always tested too, as the paired reference. Test metrics choose
+nothing.
+
+    python -m benchmarks.fusion --config benchmarks/configs/fusion-cotrec.yaml
+    python -m benchmarks.fusion --config ... --seeds 2      # one seed (one per core in parallel)
+    python -m benchmarks.fusion --config ... --only-report  # rebuild the report from finished seeds
+
+Finished seeds (``benchmarks/results/<name>/runs/seed<N>.json``) are never redone; a seed cut off
+mid-way starts over. The report (``report.md``, ``runs.csv``, ``alpha_valid.png``) covers the
+finished seeds and says so when some are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.files import atomic_outputs
+
+from .report import _csv, _md_table, _p, fmt, machine, mean_std, paired_test
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+FORMAT = "fusion-1"  # part of every seed's settings hash; bump when a record means something else
+TOP_KEYS = {"name", "description", "dataset", "model", "config_files", "settings", "seeds",
+            "threads", "alphas", "references"}
+RESERVED = {"seed", "rule_fusion", "checkpoint_dir", "model", "dataset"}
+METRICS = ["hit@1", "hit@5", "hit@10", "hit@20", "mrr@10", "mrr@20", "ndcg@10"]
+LABELS = {"hit@1": "Hit@1 (next-item accuracy)"}
+
+
+def label(metric: str) -> str:
+    """``hit@10`` -> ``Hit@10`` (``hit@1`` also says it is next-item accuracy)."""
+    if metric in LABELS:
+        return LABELS[metric]
+    family, _, k = metric.partition("@")
+    return {"hit": "Hit", "mrr": "MRR", "ndcg": "NDCG"}.get(family, family) + "@" + k
+
+
+@dataclass
+class FusionPlan:
+    name: str
+    dataset: str
+    model: str = "SRGNN"
+    description: str = ""
+    config_files: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    threads: int | None = 1
+    alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    references: dict = field(default_factory=dict)  # label -> [compare run JSONs]
+
+
+def _fail(where: str, message: str) -> None:
+    raise InputError(f"{where}: {message}")
+
+
+def parse_plan(data: Any, where: str = "<config>") -> FusionPlan:
+    """Validate a fusion config (YAML mapping); every mistake is one InputError line."""
+    if not isinstance(data, dict):
+        _fail(where, "expected a mapping at the top level")
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        _fail(where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(TOP_KEYS))})")
+    for key in ("name", "dataset"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            _fail(where, f"'{key}' must be a non-empty string")
+    plan = FusionPlan(name=data["name"], dataset=data["dataset"])
+    if not all(c.isalnum() or c in "-_." for c in plan.name):
+        _fail(where, f"'name' {plan.name!r} may hold only letters, digits, '-', '_' and '.'")
+    if "model" in data:
+        if data["model"] != "SRGNN":
+            _fail(where, "'model' must be SRGNN (the model with the rule_fusion option)")
+    plan.description = str(data.get("description") or "").strip()
+    files = data.get("config_files") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        _fail(where, "'config_files' must be a list of YAML paths")
+    for name in files:
+        if not (REPO / name).is_file() and not Path(name).is_file():
+            _fail(where, f"config file {name} not found")
+    plan.config_files = files
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        _fail(where, "'settings' must be a mapping of RecBole options")
+    clash = sorted(set(settings) & RESERVED)
+    if clash:
+        _fail(where, f"'settings' may not set {', '.join(clash)} (the runner sets them)")
+    plan.settings = settings
+    seeds = data.get("seeds", plan.seeds)
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        _fail(where, "'seeds' must be a non-empty list of distinct integers")
+    plan.seeds = seeds
+    threads = data.get("threads", plan.threads)
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        _fail(where, "'threads' must be a positive integer or null")
+    plan.threads = threads
+    alphas = data.get("alphas", plan.alphas)
+    if (not isinstance(alphas, list) or not alphas
+            or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in alphas)):
+        _fail(where, "'alphas' must be a non-empty list of positive numbers (0 is always evaluated)")
+    plan.alphas = sorted({float(a) for a in alphas})
+    references = data.get("references") or {}
+    if not isinstance(references, dict) or not all(
+            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in references.values()):
+        _fail(where, "'references' must map a label to a list of result JSON paths")
+    plan.references = {str(k): v for k, v in references.items()}
+    return plan
+
+
+def load_plan(path: str | os.PathLike) -> FusionPlan:
+    from recbole_srgnn.yaml_files import parse_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config {path} not found")
+    return parse_plan(parse_yaml(path.read_text(), str(path)), str(path))
+
+
+def settings_hash(plan: FusionPlan) -> str:
+    """What a seed's record depends on: model, dataset, config files' text, settings, alphas."""
+    files = {name: _read(name) for name in plan.config_files}
+    blob = json.dumps([FORMAT, plan.model, plan.dataset, files, plan.settings, plan.alphas],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read(name: str) -> str:
+    path = REPO / name if (REPO / name).is_file() else Path(name)
+    return path.read_text()
+
+
+def _config_paths(plan: FusionPlan) -> list[str]:
+    return [str(REPO / f) if (REPO / f).is_file() else f for f in plan.config_files]
+
+
+def seed_path(out: Path, seed: int) -> Path:
+    return out / "runs" / f"seed{seed}.json"
+
+
+def read_seed(path: Path, expected_hash: str) -> dict | None:
+    """A finished seed's record, or None when missing, unreadable or from other settings."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("settings_hash") == expected_hash else None
+
+
+# ---------------------------------------------------------------------------------------------
+# One seed: train, sweep alpha on validation, test the chosen alpha and alpha = 0
+# ---------------------------------------------------------------------------------------------
+def _metrics(result: Mapping | None) -> dict:
+    return {str(k).lower(): float(v) for k, v in (result or {}).items()}
+
+
+EVAL_ONLY = ("rule_fusion", "rule_steps", "rule_repeat_boost")  # options training does not read
+IGNORED_IN_CHECK = {"checkpoint_dir", "show_progress", "data_path", *EVAL_ONLY}
+
+
+def expected_settings(plan: FusionPlan, seed: int) -> dict:
+    """The options a seed's training uses: the config files, then ``settings``, then the seed."""
+    from recbole_srgnn import pipeline
+
+    merged: dict = {}
+    for path in _config_paths(plan):
+        merged.update(pipeline.load_yaml(path))
+    merged.update(plan.settings)
+    merged["seed"] = seed
+    return merged
+
+
+def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> None:
+    """InputError unless ``trained`` (a run.py results JSON) is this plan's model for ``seed``."""
+    config = trained.get("config") or {}
+    if trained.get("model") != plan.model or trained.get("dataset") != plan.dataset:
+        raise InputError(f"{where} is {trained.get('model')} on {trained.get('dataset')}, "
+                         f"not {plan.model} on {plan.dataset}")
+    for key, value in expected_settings(plan, seed).items():
+        if key in IGNORED_IN_CHECK:
+            continue
+        if json.dumps(config.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
+            raise InputError(f"{where} was trained with {key}={config.get(key)!r}, "
+                             f"the config asks for {value!r}")
+    if not trained.get("checkpoint") or not Path(trained["checkpoint"]).is_file():
+        raise InputError(f"{where}: its checkpoint {trained.get('checkpoint')} is missing")
+
+
+def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = True,
+             trained: Mapping | None = None) -> dict:
+    """Train (unless ``trained``, a run.py results JSON of this seed, is given), sweep, test."""
+    import torch
+
+    from recbole_srgnn import pipeline
+
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    say = print if progress else (lambda *a, **k: None)
+
+    def on_epoch(epoch: int, result: dict, score: float) -> None:
+        say(f"    epoch {epoch + 1}: valid {score:.4f}", flush=True)
+
+    started = time.perf_counter()
+    trained_by = "this runner" if trained is None else "run.py, before (--trained)"
+    if trained is None:
+        config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0}
+        trained = pipeline.run(plan.model, plan.dataset, _config_paths(plan), config_dict,
+                               saved=True, quiet=True, test=False, epoch_callback=on_epoch,
+                               result_file=scratch / "train.json")
+        train_seconds = time.perf_counter() - started
+        if not trained.get("checkpoint"):
+            raise InputError(f"seed {seed}: training wrote no checkpoint")
+    else:
+        train_seconds = trained.get("seconds_total")
+        say(f"    trained before: {trained['checkpoint']} (best epoch {trained['best_epoch']})",
+            flush=True)
+    # Rebuild the best checkpoint with the rule scorer (largest alpha; the weight is set per sweep).
+    evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
+    loaded = pipeline.load_trained(trained["checkpoint"],
+                                   {**evaluation, "rule_fusion": max(plan.alphas)}, quiet=True)
+    net, trainer = loaded.trainer.model, loaded.trainer
+    metric = str(loaded.config["valid_metric"]).lower()
+    sweep = []
+    for alpha in [0.0, *plan.alphas]:
+        net.rule_fusion = alpha
+        t0 = time.perf_counter()
+        valid = _metrics(trainer.evaluate(loaded.valid_data, load_best_model=False))
+        sweep.append({"alpha": alpha, "valid": valid, "seconds": time.perf_counter() - t0})
+        say(f"    alpha {alpha:g}: valid {metric} {valid[metric]:.4f}", flush=True)
+    best = max(sweep, key=lambda row: row["valid"][metric])  # first of equals: the smaller alpha
+    tests = {}
+    for alpha in sorted({0.0, best["alpha"]}):
+        net.rule_fusion = alpha
+        tests[alpha] = _metrics(trainer.evaluate(loaded.test_data, load_best_model=False))
+    say(f"    chose alpha {best['alpha']:g} on validation; test {metric}: "
+        f"{tests[0.0][metric]:.4f} (alpha 0) -> {tests[best['alpha']][metric]:.4f}", flush=True)
+    return {
+        "seed": seed,
+        "valid_metric": metric,
+        "chosen_alpha": best["alpha"],
+        "rules": {"rule_steps": net.rules.steps, "rule_repeat_boost": net.rules.repeat_boost},
+        "sweep": sweep,
+        "test_plain": tests[0.0],
+        "test_fused": tests[best["alpha"]],
+        "best_valid_result": trained["best_valid_result"],
+        "best_epoch": trained["best_epoch"],
+        "epochs_trained": trained["epochs_trained"],
+        "valid_curve": trained["valid_curve"],
+        "seconds_per_epoch": trained["seconds_per_epoch"],
+        "train_seconds": train_seconds,
+        "trained_by": trained_by,
+        "peak_rss_mb": trained.get("peak_rss_mb"),
+        "data": {k: trained.get(k) for k in ("num_items", "train_cases", "valid_cases", "test_cases")},
+        "config": trained["config"],
+        "versions": trained["versions"],
+        "threads": plan.threads,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def _reference_rows(plan: FusionPlan) -> dict[str, list[dict]]:
+    rows = {}
+    for name, paths in plan.references.items():
+        found = []
+        for path in paths:
+            try:
+                found.append(json.loads(_read(path)))
+            except (OSError, ValueError):
+                continue
+        rows[name] = found
+    return rows
+
+
+def _row(label: str, tests: Sequence[Mapping]) -> list[str]:
+    cells = [label, str(len(tests))]
+    for m in METRICS:
+        cells.append(fmt(*mean_std([t[m] for t in tests if m in t])))
+    return cells
+
+
+def _rule_text(records: Sequence[dict]) -> str:
+    found = {json.dumps(r.get("rules"), sort_keys=True) for r in records}
+    if len(found) != 1 or not records or not records[0].get("rules"):
+        return "`rule_steps`, `rule_repeat_boost` as each seed's record says"
+    rules = records[0]["rules"]
+    return f"`rule_steps: {rules['rule_steps']}`, `rule_repeat_boost: {rules['rule_repeat_boost']:g}`"
+
+
+def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
+    missing = [s for s in plan.seeds if s not in {r["seed"] for r in records}]
+    metric = records[0]["valid_metric"] if records else "mrr@10"
+    lines = [f"# SR-GNN + sequence rules (rule_fusion): `{plan.name}`", ""]
+    if missing:
+        lines += [f"> **PARTIAL: {len(records)} of {len(plan.seeds)} seeds finished** (missing: "
+                  f"{', '.join(map(str, missing))}). Rerun the command at the end to resume.", ""]
+    if plan.description:
+        lines += [plan.description, ""]
+    data = records[0]["data"] if records else {}
+    lines += [
+        f"- Dataset: `{plan.dataset}` ({data.get('num_items')} items; {data.get('train_cases')} train / "
+        f"{data.get('valid_cases')} valid / {data.get('test_cases')} test cases).",
+        f"- Trained model: `{plan.model}` with {', '.join(f'`{f}`' for f in plan.config_files) or 'its defaults'}"
+        f" and settings `{json.dumps(plan.settings, sort_keys=True)}`; seeds "
+        f"{', '.join(map(str, plan.seeds))}; torch threads {plan.threads}.",
+        "- Protocol: each seed trains once (`rule_fusion: 0`; validation every epoch, early stopping "
+        f"on validation {metric}), then its best checkpoint ranks items by "
+        "`log softmax(SR-GNN) + alpha * rules` for alpha in "
+        f"{{0, {', '.join(f'{a:g}' for a in plan.alphas)}}} on the **validation** split; the alpha "
+        f"with the best validation {metric} is tested, and so is alpha = 0 (the model alone) for "
+        "the paired comparison. The rules are the SequenceRules scorer of the same training split "
+        f"({_rule_text(records)}). Test metrics choose nothing.",
+        "",
+        "## Test results (mean ± std over seeds)",
+        "",
+    ]
+    header = ["model", "seeds", *[label(m) for m in METRICS]]
+    table = [_row("SR-GNN option alone (alpha = 0)", [r["test_plain"] for r in records]),
+             _row("SR-GNN + rules (alpha chosen on validation)", [r["test_fused"] for r in records])]
+    for name, runs in _reference_rows(plan).items():
+        table.append(_row(f"{name} (reference)", [_metrics(r.get("test_result")) for r in runs]))
+    lines += _md_table(header, table)
+    lines += ["", "Chosen alpha per seed: " + (", ".join(
+        f"seed {r['seed']}: {r['chosen_alpha']:g}" for r in records) or "–") + ".", ""]
+    lines += ["## Fused vs the model alone: paired over seeds", "",
+              "Two-sided paired t-test and Wilcoxon signed-rank test over training seeds on one "
+              "fixed test set (p < 0.05 in bold); diff = fused − alone.", ""]
+    rows = []
+    for m in ["hit@1", "hit@10", "mrr@10", "mrr@20"]:
+        fused = {r["seed"]: r["test_fused"][m] for r in records}
+        plain = {r["seed"]: r["test_plain"][m] for r in records}
+        test = paired_test(fused, plain)
+        rows.append([label(m), str(test["n"]),
+                     f"{test['diff']:+.4f}" if test["diff"] is not None else "–",
+                     _p(test["t_p"]), _p(test["w_p"]), test["note"]])
+    lines += _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
+    lines += ["", f"## Validation {label(metric)} by alpha", ""]
+    sweep_rows = []
+    for r in records:
+        for s in r["sweep"]:
+            sweep_rows.append([str(r["seed"]), f"{s['alpha']:g}", f"{s['valid'][metric]:.4f}",
+                               f"{s['valid']['hit@10']:.4f}", "yes" if s["alpha"] == r["chosen_alpha"] else ""])
+    lines += _md_table(["seed", "alpha", f"valid {label(metric)}", "valid Hit@10", "chosen"], sweep_rows)
+    lines += ["", "![validation by alpha](alpha_valid.png)", "", "## Training", ""]
+    lines += _md_table(
+        ["seed", "epochs trained", "best epoch", "train s/epoch", "peak RSS MB"],
+        [[str(r["seed"]), str(r["epochs_trained"]), str(r["best_epoch"]),
+          f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "–",
+          f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "–"] for r in records])
+    box = machine()
+    versions = records[0]["versions"] if records else {}
+    lines += ["", "## Machine and versions", "",
+              f"- {box['cpu']}, {box['cores']} cores, {box['memory_gib']} GiB, {box['os']}, "
+              f"Python {box['python']}; CPU only.",
+              "- " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v), "",
+              "## Regenerate", "", f"    {command}", ""]
+    return "\n".join(lines)
+
+
+def run_rows(records: Sequence[dict]) -> list[dict]:
+    rows = []
+    for r in records:
+        for s in r["sweep"]:
+            row = {"seed": r["seed"], "alpha": s["alpha"], "split": "valid",
+                   "chosen": s["alpha"] == r["chosen_alpha"]}
+            row.update({m: s["valid"].get(m) for m in METRICS})
+            rows.append(row)
+        for alpha, test in sorted({0.0: r["test_plain"], r["chosen_alpha"]: r["test_fused"]}.items()):
+            row = {"seed": r["seed"], "alpha": alpha, "split": "test", "chosen": alpha == r["chosen_alpha"]}
+            row.update({m: test.get(m) for m in METRICS})
+            rows.append(row)
+    return rows
+
+
+def _plot(records: Sequence[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for r in records:
+        metric = r["valid_metric"]
+        xs = [s["alpha"] for s in r["sweep"]]
+        ax.plot(xs, [s["valid"][metric] for s in r["sweep"]], marker="o", label=f"seed {r['seed']}")
+    if records:
+        ax.set_ylabel(f"validation {records[0]['valid_metric']}")
+    ax.set_xlabel("alpha (weight of the rules)")
+    ax.set_xscale("symlog", linthresh=0.25)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_report(plan: FusionPlan, out: Path, command: str) -> Path:
+    expected = settings_hash(plan)
+    records = [r for s in plan.seeds if (r := read_seed(seed_path(out, s), expected))]
+    report = out / "report.md"
+    with atomic_outputs([out / "runs.csv", out / "alpha_valid.png", report]) as (csv_file, png, md):
+        Path(md).write_text(render(plan, records, command))
+        rows = run_rows(records)
+        Path(csv_file).write_text(_csv(rows, ["seed", "alpha", "split", "chosen", *METRICS]))
+        _plot(records, Path(png))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def _parse_trained(items: Sequence[str], plan: FusionPlan) -> dict[int, dict]:
+    """``["1=a.json", ...]`` -> {seed: results}; each checked against the plan (InputError)."""
+    given = {}
+    for item in items:
+        seed_text, sep, name = item.partition("=")
+        if not sep or not seed_text.strip().lstrip("-").isdigit() or not name:
+            raise InputError(f"--trained {item}: expected SEED=RESULTS_JSON")
+        seed = int(seed_text)
+        if seed not in plan.seeds:
+            raise InputError(f"--trained {item}: seed {seed} is not in the config's seeds {plan.seeds}")
+        try:
+            trained = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--trained {item}: cannot read {name} ({type(exc).__name__})") from None
+        if not isinstance(trained, dict):
+            raise InputError(f"--trained {item}: {name} is not a run.py results JSON")
+        check_trained(plan, seed, trained, name)
+        given[seed] = trained
+    return given
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m benchmarks.fusion", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="fusion config YAML (benchmarks/configs/)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="run only these seeds of the config")
+    parser.add_argument("--only-report", action="store_true", help="train nothing; rebuild the report")
+    parser.add_argument("--output", help="results folder (default benchmarks/results/<name>/)")
+    parser.add_argument("--trained", nargs="+", default=[], metavar="SEED=JSON",
+                        help="use a model trained before with run.py for SEED (its results JSON, "
+                             "which names the checkpoint) instead of training it; its settings "
+                             "must be the config's")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        plan = load_plan(args.config)
+        out = Path(args.output) if args.output else RESULTS_DIR / plan.name
+        seeds = plan.seeds
+        if args.seeds:
+            unknown = sorted(set(args.seeds) - set(plan.seeds))
+            if unknown:
+                raise InputError(f"--seeds {' '.join(map(str, unknown))} not in the config's seeds "
+                                 f"{plan.seeds}")
+            seeds = [s for s in plan.seeds if s in args.seeds]
+        given = _parse_trained(args.trained, plan)
+        command = " ".join(["python -m benchmarks.fusion", "--config", shlex.quote(args.config)])
+        expected = settings_hash(plan)
+        todo = [] if args.only_report else [
+            s for s in seeds if read_seed(seed_path(out, s), expected) is None]
+        done = len(seeds) - len(todo)
+        if not args.quiet:
+            print(f"{plan.name}: {len(seeds)} seed(s), {done} finished, {len(todo)} to run", flush=True)
+        for i, seed in enumerate(todo, 1):
+            if not args.quiet:
+                print(f"[{i}/{len(todo)}] seed {seed}: training {plan.model} on {plan.dataset}", flush=True)
+            with tempfile.TemporaryDirectory(prefix="fusion-") as scratch:
+                record = run_seed(plan, seed, Path(scratch), progress=not args.quiet,
+                                  trained=given.get(seed))
+            record["settings_hash"] = expected
+            path = seed_path(out, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_outputs([path]) as (tmp,):
+                Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True))
+        report = write_report(plan, out, command)
+        if not args.quiet:
+            print(f"report: {report}")
+        return 0
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished seeds are kept; rerun the command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

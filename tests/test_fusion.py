@@ -1,0 +1,242 @@
+"""SR-GNN + sequence rules (``rule_fusion``): the scores, training untouched, the fusion runner."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny_data import write_tiny_benchmark
+
+from benchmarks import fusion
+from recbole_srgnn import pipeline
+from recbole_srgnn.model import SRGNN
+from recbole_srgnn.model.rules import RuleScorer, SequenceRules
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion")
+    write_tiny_benchmark(root / "data", "tiny", seed=5, sessions=(80, 16, 16), length=(2, 7))
+    return root
+
+
+def build(tiny, model_class, name, **extra):
+    from recbole.data import create_dataset, data_preparation
+
+    config = pipeline.build_config(name, "tiny", None, {
+        "data_path": str(tiny / "data"), "checkpoint_dir": str(tiny / "saved"),
+        "show_progress": False, "embedding_size": 8, **extra})
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    torch.manual_seed(0)
+    return model_class(config, train._dataset), train, test
+
+
+# ---------------------------------------------------------------------------------------------
+# The model option
+# ---------------------------------------------------------------------------------------------
+def test_fused_scores_are_log_softmax_plus_weighted_rules(tiny):
+    plain, train, test = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3)
+    fused, _, _ = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3,
+                        rule_fusion=0.7, rule_steps=3, rule_repeat_boost=0.4)
+    # the rule tables are not part of the weights: a checkpoint of the plain model loads as is
+    assert set(fused.state_dict()) == set(plain.state_dict())
+    fused.load_state_dict(plain.state_dict())
+    rules, _, _ = build(tiny, SequenceRules, "SequenceRules", rule_steps=3, repeat_boost=0.4)
+    plain.eval(), fused.eval()
+    batch = next(iter(test))[0]
+    seq, length = batch["item_id_list"], batch["item_length"]
+    with torch.no_grad():
+        expected = torch.log_softmax(plain.full_sort_predict(batch), -1) + 0.7 * rules.forward(seq, length)
+        got = fused.full_sort_predict(batch)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.allclose(fused.predict(batch), got.gather(1, batch["item_id"].unsqueeze(1)).squeeze(1))
+        # the weight can be changed on a loaded model (what the runner's sweep does); 0 = the model alone
+        fused.rule_fusion = 0.0
+        assert torch.equal(fused.full_sort_predict(batch).argsort(-1, descending=True)[:, :5],
+                           plain.full_sort_predict(batch).argsort(-1, descending=True)[:, :5])
+    # training is untouched: the same loss and gradients with and without the option
+    fused.rule_fusion = 0.7
+    plain.train(), fused.train()
+    train_batch = next(iter(train))
+    torch.manual_seed(1)
+    loss_plain = plain.calculate_loss(train_batch)
+    torch.manual_seed(1)
+    loss_fused = fused.calculate_loss(train_batch)
+    assert torch.equal(loss_plain, loss_fused)
+
+
+def test_rule_scorer_is_the_sequence_rules_model(tiny):
+    rules, train, test = build(tiny, SequenceRules, "SequenceRules", rule_steps=2, repeat_boost=1.5)
+    scorer = RuleScorer.from_dataset(rules, train._dataset, steps=2, repeat_boost=1.5)
+    batch = next(iter(test))[0]
+    assert torch.equal(scorer(batch["item_id_list"], batch["item_length"]), rules.full_sort_predict(batch))
+    assert list(scorer.state_dict()) == []  # rebuilt from the training split, never saved
+
+
+@pytest.mark.parametrize("extra, message", [({"rule_fusion": -1}, "rule_fusion"),
+                                            ({"rule_fusion": 1, "rule_steps": 0}, "rule_steps")])
+def test_bad_fusion_options_are_refused(tiny, extra, message):
+    with pytest.raises(ValueError, match=message):
+        build(tiny, SRGNN, "SRGNN", **extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner: python -m benchmarks.fusion
+# ---------------------------------------------------------------------------------------------
+def call(argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = fusion.main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def write_config(root: Path, data: Path | None = None, **changes) -> Path:
+    """A fusion config in ``root`` for the tiny data under ``data`` (default ``root``)."""
+    config = {
+        "name": "fusion-test", "dataset": "tiny", "seeds": [1, 2], "threads": 1,
+        "settings": {"data_path": str((data or root) / "data"), "epochs": 2, "embedding_size": 8,
+                     "train_batch_size": 64, "show_progress": False, "rule_repeat_boost": 1.0},
+        "alphas": [0.5, 4],
+        "references": {"SequenceRules": [str(root / "rules.json")]},
+    }
+    config.update(changes)
+    path = root / "fusion.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fused_run(tiny):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tiny)
+        rules = pipeline.run("SequenceRules", "tiny", config_dict={
+            "data_path": str(tiny / "data"), "checkpoint_dir": str(tiny / "saved"),
+            "show_progress": False}, quiet=True, result_file=tiny / "rules.json")
+        config = write_config(tiny)
+        rc, out, err = call(["--config", config, "--output", tiny / "out"])
+        yield {"rc": rc, "stdout": out, "stderr": err, "config": config, "out": tiny / "out",
+               "rules": rules, "root": tiny, "mp": mp}
+
+
+def records(out: Path) -> dict[int, dict]:
+    return {int(p.stem[4:]): json.loads(p.read_text()) for p in sorted((out / "runs").glob("seed*.json"))}
+
+
+def test_runner_chooses_alpha_on_validation_and_reports(fused_run):
+    assert fused_run["rc"] == 0, fused_run["stderr"]
+    found = records(fused_run["out"])
+    assert sorted(found) == [1, 2]
+    for seed, record in found.items():
+        assert [s["alpha"] for s in record["sweep"]] == [0.0, 0.5, 4.0]
+        metric = record["valid_metric"]
+        best = max(record["sweep"], key=lambda s: s["valid"][metric])
+        assert record["chosen_alpha"] == best["alpha"]
+        # alpha 0 on the reloaded checkpoint = what training measured at its best epoch
+        assert record["sweep"][0]["valid"][metric] == pytest.approx(record["best_valid_result"][metric])
+        assert 0 < record["epochs_trained"] <= 2
+        assert set(record["test_fused"]) >= set(fusion.METRICS)
+        if record["chosen_alpha"] == 0:
+            assert record["test_fused"] == record["test_plain"]
+    # the tiny walk k -> k+1 is exactly what the rules know: fusing them must help on validation
+    assert all(r["chosen_alpha"] > 0 for r in found.values())
+    assert "seed 1: training SRGNN on tiny" in fused_run["stdout"]
+    assert "valid mrr@10" in fused_run["stdout"] and "chose alpha" in fused_run["stdout"]
+    report = (fused_run["out"] / "report.md").read_text()
+    assert "PARTIAL" not in report
+    assert "| SR-GNN + rules (alpha chosen on validation) | 2 |" in report
+    assert "| SequenceRules (reference) | 1 | " + f"{fused_run['rules']['test_result']['hit@1']:.4f}" in report
+    assert "python -m benchmarks.fusion --config" in report
+    with open(fused_run["out"] / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len([r for r in rows if r["split"] == "valid"]) == 6
+    assert (fused_run["out"] / "alpha_valid.png").stat().st_size > 1000
+
+
+def test_finished_seeds_are_not_redone_and_partial_is_marked(fused_run, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    for name in ("seed1.json", "seed2.json"):
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        (out / "runs" / name).write_text((fused_run["out"] / "runs" / name).read_text())
+    trained = []
+    finished = json.loads((fused_run["out"] / "runs" / "seed1.json").read_text())
+    monkeypatch.setattr(fusion, "run_seed",
+               lambda plan, seed, scratch, **kw: trained.append(seed) or {**finished, "seed": seed})
+    rc, out_text, _ = call(["--config", fused_run["config"], "--output", out])
+    assert rc == 0 and trained == [] and "2 finished, 0 to run" in out_text
+    (out / "runs" / "seed2.json").unlink()
+    rc, _, _ = call(["--config", fused_run["config"], "--output", out, "--only-report"])
+    assert rc == 0 and trained == []
+    assert "PARTIAL: 1 of 2 seeds finished" in (out / "report.md").read_text()
+    # other alphas make the records stale: both seeds would be trained again
+    changed = write_config(tmp_path, alphas=[1.0])
+    call(["--config", changed, "--output", out, "--seeds", "1"])
+    assert trained == [1]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"alphas": [0]}, "'alphas' must be"),
+    ({"bogus": 1}, "unknown key(s) bogus"),
+    ({"settings": {"seed": 3}}, "may not set seed"),
+    ({"model": "NARM"}, "'model' must be SRGNN"),
+    ({"config_files": ["nowhere.yaml"]}, "nowhere.yaml not found"),
+])
+def test_bad_config_is_one_line_exit_2(tmp_path, change, message):
+    rc, out, err = call(["--config", write_config(tmp_path, **change), "--output", tmp_path / "o"])
+    assert rc == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_seed_and_missing_config_are_one_line(tmp_path):
+    rc, _, err = call(["--config", write_config(tmp_path), "--output", tmp_path / "o", "--seeds", "9"])
+    assert rc == 2 and "--seeds 9 not in" in err and err.count("\n") == 1
+    rc, _, err = call(["--config", tmp_path / "none.yaml"])
+    assert rc == 2 and "not found" in err and err.count("\n") == 1
+
+
+def test_shipped_fusion_config_is_valid_and_commented():
+    path = REPO / "benchmarks" / "configs" / "fusion-cotrec.yaml"
+    plan = fusion.load_plan(path)
+    assert plan.dataset == "retailrocket-cotrec" and len(plan.seeds) >= 3
+    for files in plan.references.values():
+        assert all((REPO / f).is_file() for f in files)
+    keys = [line for line in path.read_text().splitlines() if re.match(r"^\s*-?\s*[A-Za-z_][\w ]*:", line)]
+    assert len(keys) > 10
+    for line in keys:
+        assert "#" in line, f"uncommented key: {line}"
+
+
+def test_a_model_trained_before_with_run_py_is_reused_not_retrained(fused_run, tmp_path, monkeypatch):
+    config = write_config(tmp_path, fused_run["root"], seeds=[1, 2, 3])
+    plan = fusion.load_plan(config)
+    settings = {**plan.settings, "seed": 3, "checkpoint_dir": str(tmp_path / "saved")}
+    before = pipeline.run("SRGNN", "tiny", config_dict=settings, quiet=True,
+                          result_file=tmp_path / "seed3-run.json")
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("retrained"))
+    out = tmp_path / "out"
+    rc, text, err = call(["--config", config, "--output", out, "--seeds", "3",
+                          "--trained", f"3={tmp_path / 'seed3-run.json'}"])
+    assert rc == 0, err
+    assert "trained before" in text
+    record = records(out)[3]
+    assert record["trained_by"].startswith("run.py")
+    assert record["sweep"][0]["valid"]["mrr@10"] == pytest.approx(before["best_valid_result"]["mrr@10"])
+    assert record["rules"] == {"rule_steps": 10, "rule_repeat_boost": 1.0}
+    # a results JSON of another seed, or other settings, is refused in one line
+    rc, _, err = call(["--config", config, "--output", out, "--seeds", "2",
+                       "--trained", f"2={tmp_path / 'seed3-run.json'}"])
+    assert rc == 2 and "trained with seed=3" in err and err.count("\n") == 1
+    rc, _, err = call(["--config", write_config(tmp_path, fused_run["root"], seeds=[3], settings={**plan.settings, "epochs": 3}),
+                       "--output", out, "--trained", f"3={tmp_path / 'seed3-run.json'}"])
+    assert rc == 2 and "epochs=2" in err and err.count("\n") == 1
+    rc, _, err = call(["--config", config, "--output", out, "--trained", "3"])
+    assert rc == 2 and "expected SEED=RESULTS_JSON" in err
