@@ -1,7 +1,7 @@
 """SR-GNN + sequence rules: choose the fusion weight on validation, report the test result.
 
 The SRGNN option ``rule_fusion`` (``recbole_srgnn/model/srgnn.py``) ranks items by
-``log softmax(SR-GNN scores) + alpha * rules(session)`` at evaluation time only. Training does not
+``softmax(SR-GNN scores) + alpha * rules(session)`` at evaluation time only. Training does not
 depend on ``alpha``, so this runner trains each seed once, through the same pipeline as
 ``run.py``, and then evaluates the best checkpoint on the *validation* split for every ``alpha``
 of the config. The ``alpha`` with the best validation metric is the only one tested; ``alpha = 0``
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 FORMAT = "fusion-1"  # part of every seed's settings hash; bump when a record means something else
 TOP_KEYS = {"name", "description", "dataset", "model", "config_files", "settings", "seeds",
-            "threads", "alphas", "references"}
+            "threads", "alphas", "repeat_boosts", "references"}
 RESERVED = {"seed", "rule_fusion", "checkpoint_dir", "model", "dataset"}
 METRICS = ["hit@1", "hit@5", "hit@10", "hit@20", "mrr@10", "mrr@20", "ndcg@10"]
 LABELS = {"hit@1": "Hit@1 (next-item accuracy)"}
@@ -65,6 +65,7 @@ class FusionPlan:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     threads: int | None = 1
     alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    repeat_boosts: list[float] | None = None  # rule_repeat_boost values swept with alpha (None: the setting's)
     references: dict = field(default_factory=dict)  # label -> [compare run JSONs]
 
 
@@ -117,6 +118,14 @@ def parse_plan(data: Any, where: str = "<config>") -> FusionPlan:
             or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in alphas)):
         _fail(where, "'alphas' must be a non-empty list of positive numbers (0 is always evaluated)")
     plan.alphas = sorted({float(a) for a in alphas})
+    boosts = data.get("repeat_boosts")
+    if boosts is not None:
+        if (not isinstance(boosts, list) or not boosts or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and b >= 0 for b in boosts)):
+            _fail(where, "'repeat_boosts' must be a non-empty list of numbers >= 0")
+        if "rule_repeat_boost" in plan.settings:
+            _fail(where, "set the rules' repeat boost in 'repeat_boosts' or in 'settings', not both")
+        plan.repeat_boosts = sorted({float(b) for b in boosts})
     references = data.get("references") or {}
     if not isinstance(references, dict) or not all(
             isinstance(v, list) and all(isinstance(p, str) for p in v) for v in references.values()):
@@ -137,7 +146,8 @@ def load_plan(path: str | os.PathLike) -> FusionPlan:
 def settings_hash(plan: FusionPlan) -> str:
     """What a seed's record depends on: model, dataset, config files' text, settings, alphas."""
     files = {name: _read(name) for name in plan.config_files}
-    blob = json.dumps([FORMAT, plan.model, plan.dataset, files, plan.settings, plan.alphas],
+    blob = json.dumps([FORMAT, plan.model, plan.dataset, files, plan.settings, plan.alphas,
+                       plan.repeat_boosts],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -237,28 +247,39 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
                                    {**evaluation, "rule_fusion": max(plan.alphas)}, quiet=True)
     net, trainer = loaded.trainer.model, loaded.trainer
     metric = str(loaded.config["valid_metric"]).lower()
+    boosts = plan.repeat_boosts or [net.rules.repeat_boost]
+    points = [(0.0, None)] + [(a, b) for b in boosts for a in plan.alphas]
+
+    def evaluate(data, alpha: float, boost: float | None) -> dict:
+        net.rule_fusion = alpha
+        if boost is not None:
+            net.rules.repeat_boost = boost
+        return _metrics(trainer.evaluate(data, load_best_model=False))
+
     sweep = []
-    for alpha in [0.0, *plan.alphas]:
-        net.rule_fusion = alpha
+    for alpha, boost in points:
         t0 = time.perf_counter()
-        valid = _metrics(trainer.evaluate(loaded.valid_data, load_best_model=False))
-        sweep.append({"alpha": alpha, "valid": valid, "seconds": time.perf_counter() - t0})
-        say(f"    alpha {alpha:g}: valid {metric} {valid[metric]:.4f}", flush=True)
-    best = max(sweep, key=lambda row: row["valid"][metric])  # first of equals: the smaller alpha
-    tests = {}
-    for alpha in sorted({0.0, best["alpha"]}):
-        net.rule_fusion = alpha
-        tests[alpha] = _metrics(trainer.evaluate(loaded.test_data, load_best_model=False))
-    say(f"    chose alpha {best['alpha']:g} on validation; test {metric}: "
-        f"{tests[0.0][metric]:.4f} (alpha 0) -> {tests[best['alpha']][metric]:.4f}", flush=True)
+        valid = evaluate(loaded.valid_data, alpha, boost)
+        sweep.append({"alpha": alpha, "repeat_boost": boost, "valid": valid,
+                      "seconds": time.perf_counter() - t0})
+        say(f"    alpha {alpha:g}" + (f", repeat boost {boost:g}" if boost is not None else "")
+            + f": valid {metric} {valid[metric]:.4f}", flush=True)
+    best = max(sweep, key=lambda row: row["valid"][metric])  # first of equals: alpha 0, smaller alpha
+    test_plain = evaluate(loaded.test_data, 0.0, None)
+    test_fused = (test_plain if best["alpha"] == 0
+                  else evaluate(loaded.test_data, best["alpha"], best["repeat_boost"]))
+    say(f"    chose alpha {best['alpha']:g}" + (f", repeat boost {best['repeat_boost']:g}"
+        if best["repeat_boost"] is not None else "") + f" on validation; test {metric}: "
+        f"{test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
     return {
         "seed": seed,
         "valid_metric": metric,
         "chosen_alpha": best["alpha"],
-        "rules": {"rule_steps": net.rules.steps, "rule_repeat_boost": net.rules.repeat_boost},
+        "chosen_repeat_boost": best["repeat_boost"],
+        "rules": {"rule_steps": net.rules.steps, "rule_repeat_boost": boosts},
         "sweep": sweep,
-        "test_plain": tests[0.0],
-        "test_fused": tests[best["alpha"]],
+        "test_plain": test_plain,
+        "test_fused": test_fused,
         "best_valid_result": trained["best_valid_result"],
         "best_epoch": trained["best_epoch"],
         "epochs_trained": trained["epochs_trained"],
@@ -297,12 +318,27 @@ def _row(label: str, tests: Sequence[Mapping]) -> list[str]:
     return cells
 
 
+def _chosen(record: Mapping, point: Mapping) -> bool:
+    return (point["alpha"] == record["chosen_alpha"]
+            and point.get("repeat_boost") == record.get("chosen_repeat_boost"))
+
+
+def _point(alpha: float, boost: float | None) -> str:
+    return f"alpha {alpha:g}" + ("" if boost is None else f", repeat boost {boost:g}")
+
+
+def _boosts(records: Sequence[dict], plan: FusionPlan) -> list[float]:
+    if plan.repeat_boosts:
+        return plan.repeat_boosts
+    found = sorted({b for r in records for b in (r.get("rules") or {}).get("rule_repeat_boost") or []})
+    return found or [float(plan.settings.get("rule_repeat_boost", 0.0))]
+
+
 def _rule_text(records: Sequence[dict]) -> str:
     found = {json.dumps(r.get("rules"), sort_keys=True) for r in records}
     if len(found) != 1 or not records or not records[0].get("rules"):
         return "`rule_steps`, `rule_repeat_boost` as each seed's record says"
-    rules = records[0]["rules"]
-    return f"`rule_steps: {rules['rule_steps']}`, `rule_repeat_boost: {rules['rule_repeat_boost']:g}`"
+    return f"`rule_steps: {records[0]['rules']['rule_steps']}`"
 
 
 def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
@@ -323,9 +359,10 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
         f"{', '.join(map(str, plan.seeds))}; torch threads {plan.threads}.",
         "- Protocol: each seed trains once (`rule_fusion: 0`; validation every epoch, early stopping "
         f"on validation {metric}), then its best checkpoint ranks items by "
-        "`log softmax(SR-GNN) + alpha * rules` for alpha in "
-        f"{{0, {', '.join(f'{a:g}' for a in plan.alphas)}}} on the **validation** split; the alpha "
-        f"with the best validation {metric} is tested, and so is alpha = 0 (the model alone) for "
+        "`softmax(SR-GNN) + alpha * rules` for alpha in "
+        f"{{0, {', '.join(f'{a:g}' for a in plan.alphas)}}} × the rules' repeat boost in "
+        f"{{{', '.join(f'{b:g}' for b in _boosts(records, plan))}}} on the **validation** split; the "
+        f"point with the best validation {metric} is tested, and so is alpha = 0 (the model alone) for "
         "the paired comparison. The rules are the SequenceRules scorer of the same training split "
         f"({_rule_text(records)}). Test metrics choose nothing.",
         "",
@@ -339,7 +376,8 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
         table.append(_row(f"{name} (reference)", [_metrics(r.get("test_result")) for r in runs]))
     lines += _md_table(header, table)
     lines += ["", "Chosen alpha per seed: " + (", ".join(
-        f"seed {r['seed']}: {r['chosen_alpha']:g}" for r in records) or "–") + ".", ""]
+        f"seed {r['seed']}: {_point(r['chosen_alpha'], r.get('chosen_repeat_boost'))}"
+        for r in records) or "–") + ".", ""]
     lines += ["## Fused vs the model alone: paired over seeds", "",
               "Two-sided paired t-test and Wilcoxon signed-rank test over training seeds on one "
               "fixed test set (p < 0.05 in bold); diff = fused − alone.", ""]
@@ -356,9 +394,12 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
     sweep_rows = []
     for r in records:
         for s in r["sweep"]:
-            sweep_rows.append([str(r["seed"]), f"{s['alpha']:g}", f"{s['valid'][metric]:.4f}",
-                               f"{s['valid']['hit@10']:.4f}", "yes" if s["alpha"] == r["chosen_alpha"] else ""])
-    lines += _md_table(["seed", "alpha", f"valid {label(metric)}", "valid Hit@10", "chosen"], sweep_rows)
+            sweep_rows.append([str(r["seed"]), f"{s['alpha']:g}",
+                               "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
+                               f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",
+                               "yes" if _chosen(r, s) else ""])
+    lines += _md_table(["seed", "alpha", "repeat boost", f"valid {label(metric)}", "valid Hit@10",
+                        "chosen"], sweep_rows)
     lines += ["", "![validation by alpha](alpha_valid.png)", "", "## Training", ""]
     lines += _md_table(
         ["seed", "epochs trained", "best epoch", "train s/epoch", "peak RSS MB"],
@@ -379,12 +420,16 @@ def run_rows(records: Sequence[dict]) -> list[dict]:
     rows = []
     for r in records:
         for s in r["sweep"]:
-            row = {"seed": r["seed"], "alpha": s["alpha"], "split": "valid",
-                   "chosen": s["alpha"] == r["chosen_alpha"]}
+            row = {"seed": r["seed"], "alpha": s["alpha"], "repeat_boost": s.get("repeat_boost"),
+                   "split": "valid", "chosen": _chosen(r, s)}
             row.update({m: s["valid"].get(m) for m in METRICS})
             rows.append(row)
-        for alpha, test in sorted({0.0: r["test_plain"], r["chosen_alpha"]: r["test_fused"]}.items()):
-            row = {"seed": r["seed"], "alpha": alpha, "split": "test", "chosen": alpha == r["chosen_alpha"]}
+        tested = [(0.0, None, r["test_plain"])]
+        if r["chosen_alpha"]:
+            tested.append((r["chosen_alpha"], r.get("chosen_repeat_boost"), r["test_fused"]))
+        for alpha, boost, test in tested:
+            row = {"seed": r["seed"], "alpha": alpha, "repeat_boost": boost, "split": "test",
+                   "chosen": alpha == r["chosen_alpha"]}
             row.update({m: test.get(m) for m in METRICS})
             rows.append(row)
     return rows
@@ -399,14 +444,17 @@ def _plot(records: Sequence[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for r in records:
         metric = r["valid_metric"]
-        xs = [s["alpha"] for s in r["sweep"]]
-        ax.plot(xs, [s["valid"][metric] for s in r["sweep"]], marker="o", label=f"seed {r['seed']}")
+        plain = r["sweep"][0]
+        for boost in sorted({s["repeat_boost"] for s in r["sweep"][1:]}):
+            line = [plain] + [s for s in r["sweep"][1:] if s["repeat_boost"] == boost]
+            ax.plot([s["alpha"] for s in line], [s["valid"][metric] for s in line], marker="o",
+                    label=f"seed {r['seed']}, repeat boost {boost:g}")
     if records:
         ax.set_ylabel(f"validation {records[0]['valid_metric']}")
     ax.set_xlabel("alpha (weight of the rules)")
-    ax.set_xscale("symlog", linthresh=0.25)
+    ax.set_xscale("symlog", linthresh=0.05)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
@@ -419,7 +467,7 @@ def write_report(plan: FusionPlan, out: Path, command: str) -> Path:
     with atomic_outputs([out / "runs.csv", out / "alpha_valid.png", report]) as (csv_file, png, md):
         Path(md).write_text(render(plan, records, command))
         rows = run_rows(records)
-        Path(csv_file).write_text(_csv(rows, ["seed", "alpha", "split", "chosen", *METRICS]))
+        Path(csv_file).write_text(_csv(rows, ["seed", "alpha", "repeat_boost", "split", "chosen", *METRICS]))
         _plot(records, Path(png))
     return report
 

@@ -44,7 +44,7 @@ def build(tiny, model_class, name, **extra):
 # ---------------------------------------------------------------------------------------------
 # The model option
 # ---------------------------------------------------------------------------------------------
-def test_fused_scores_are_log_softmax_plus_weighted_rules(tiny):
+def test_fused_scores_are_softmax_plus_weighted_rules(tiny):
     plain, train, test = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3)
     fused, _, _ = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3,
                         rule_fusion=0.7, rule_steps=3, rule_repeat_boost=0.4)
@@ -56,7 +56,7 @@ def test_fused_scores_are_log_softmax_plus_weighted_rules(tiny):
     batch = next(iter(test))[0]
     seq, length = batch["item_id_list"], batch["item_length"]
     with torch.no_grad():
-        expected = torch.log_softmax(plain.full_sort_predict(batch), -1) + 0.7 * rules.forward(seq, length)
+        expected = torch.softmax(plain.full_sort_predict(batch), -1) + 0.7 * rules.forward(seq, length)
         got = fused.full_sort_predict(batch)
         assert torch.allclose(got, expected, atol=1e-5)
         assert torch.allclose(fused.predict(batch), got.gather(1, batch["item_id"].unsqueeze(1)).squeeze(1))
@@ -105,8 +105,8 @@ def write_config(root: Path, data: Path | None = None, **changes) -> Path:
     config = {
         "name": "fusion-test", "dataset": "tiny", "seeds": [1, 2], "threads": 1,
         "settings": {"data_path": str((data or root) / "data"), "epochs": 2, "embedding_size": 8,
-                     "train_batch_size": 64, "show_progress": False, "rule_repeat_boost": 1.0},
-        "alphas": [0.5, 4],
+                     "train_batch_size": 64, "show_progress": False},
+        "alphas": [0.5, 4], "repeat_boosts": [0, 1],
         "references": {"SequenceRules": [str(root / "rules.json")]},
     }
     config.update(changes)
@@ -137,10 +137,11 @@ def test_runner_chooses_alpha_on_validation_and_reports(fused_run):
     found = records(fused_run["out"])
     assert sorted(found) == [1, 2]
     for seed, record in found.items():
-        assert [s["alpha"] for s in record["sweep"]] == [0.0, 0.5, 4.0]
+        assert [(s["alpha"], s["repeat_boost"]) for s in record["sweep"]] == [
+            (0.0, None), (0.5, 0.0), (4.0, 0.0), (0.5, 1.0), (4.0, 1.0)]
         metric = record["valid_metric"]
         best = max(record["sweep"], key=lambda s: s["valid"][metric])
-        assert record["chosen_alpha"] == best["alpha"]
+        assert (record["chosen_alpha"], record["chosen_repeat_boost"]) == (best["alpha"], best["repeat_boost"])
         # alpha 0 on the reloaded checkpoint = what training measured at its best epoch
         assert record["sweep"][0]["valid"][metric] == pytest.approx(record["best_valid_result"][metric])
         assert 0 < record["epochs_trained"] <= 2
@@ -158,7 +159,8 @@ def test_runner_chooses_alpha_on_validation_and_reports(fused_run):
     assert "python -m benchmarks.fusion --config" in report
     with open(fused_run["out"] / "runs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len([r for r in rows if r["split"] == "valid"]) == 6
+    assert len([r for r in rows if r["split"] == "valid"]) == 10
+    assert len([r for r in rows if r["split"] == "test"]) == 4
     assert (fused_run["out"] / "alpha_valid.png").stat().st_size > 1000
 
 
@@ -185,6 +187,8 @@ def test_finished_seeds_are_not_redone_and_partial_is_marked(fused_run, tmp_path
 
 @pytest.mark.parametrize("change, message", [
     ({"alphas": [0]}, "'alphas' must be"),
+    ({"repeat_boosts": [-1]}, "'repeat_boosts' must be"),
+    ({"settings": {"rule_repeat_boost": 1}}, "not both"),
     ({"bogus": 1}, "unknown key(s) bogus"),
     ({"settings": {"seed": 3}}, "may not set seed"),
     ({"model": "NARM"}, "'model' must be SRGNN"),
@@ -230,7 +234,7 @@ def test_a_model_trained_before_with_run_py_is_reused_not_retrained(fused_run, t
     record = records(out)[3]
     assert record["trained_by"].startswith("run.py")
     assert record["sweep"][0]["valid"]["mrr@10"] == pytest.approx(before["best_valid_result"]["mrr@10"])
-    assert record["rules"] == {"rule_steps": 10, "rule_repeat_boost": 1.0}
+    assert record["rules"] == {"rule_steps": 10, "rule_repeat_boost": [0.0, 1.0]}
     # a results JSON of another seed, or other settings, is refused in one line
     rc, _, err = call(["--config", config, "--output", out, "--seeds", "2",
                        "--trained", f"2={tmp_path / 'seed3-run.json'}"])

@@ -37,7 +37,7 @@ class SRGNN(SessionScorer):
       ``r`` = how many clicks ago it was last seen (0 = the last item; older than ``K - 1``
       share ``b_{K-1}``). Costs one scatter over the session's distinct items; 0 = off.
     * ``rule_fusion`` (a hybrid, evaluation only): ``alpha > 0`` ranks items by
-      ``log softmax(scores) + alpha * rules(session)``, where ``rules`` is the
+      ``softmax(scores) + alpha * rules(session)`` (probabilities plus rule scores), where ``rules`` is the
       :class:`~recbole_srgnn.model.rules.RuleScorer` of the training split (sequence rules from
       the last item, ``rule_steps`` apart at most, plus ``rule_repeat_boost`` for items already in
       the session). Training is unchanged, so ``alpha`` can be set on a trained checkpoint and
@@ -106,7 +106,7 @@ class SRGNN(SessionScorer):
         if self.repeat_bias is not None:
             scores = self._add_repeat_bias(scores, graphs, item_seq_len)
         if self.rules is not None and not self.training:
-            scores = torch.log_softmax(scores, dim=-1) + self.rule_fusion * self.rules(
+            scores = torch.softmax(scores, dim=-1) + self.rule_fusion * self.rules(
                 item_seq, item_seq_len)
         return scores
 
