@@ -450,7 +450,7 @@ def _plot(records: Sequence[dict], path: Path) -> None:
             ax.plot([s["alpha"] for s in line], [s["valid"][metric] for s in line], marker="o",
                     label=f"seed {r['seed']}, repeat boost {boost:g}")
     if records:
-        ax.set_ylabel(f"validation {records[0]['valid_metric']}")
+        ax.set_ylabel(f"validation {label(records[0]['valid_metric'])}")
     ax.set_xlabel("alpha (weight of the rules)")
     ax.set_xscale("symlog", linthresh=0.05)
     ax.grid(alpha=0.3)
@@ -537,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{plan.name}: {len(seeds)} seed(s), {done} finished, {len(todo)} to run", flush=True)
         for i, seed in enumerate(todo, 1):
             if not args.quiet:
-                print(f"[{i}/{len(todo)}] seed {seed}: training {plan.model} on {plan.dataset}", flush=True)
+                doing = "trained before" if seed in given else "training"
+                print(f"[{i}/{len(todo)}] seed {seed}: {doing} {plan.model} on {plan.dataset}", flush=True)
             with tempfile.TemporaryDirectory(prefix="fusion-") as scratch:
                 record = run_seed(plan, seed, Path(scratch), progress=not args.quiet,
                                   trained=given.get(seed))
