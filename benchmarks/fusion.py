@@ -8,7 +8,7 @@ of the config. The ``alpha`` with the best validation metric is the only one tes
 (the trained model alone) is always tested too, as the paired reference. Test metrics choose
 nothing.
 
-    python -m benchmarks.fusion --config benchmarks/configs/fusion-cotrec.yaml
+    python -m benchmarks.fusion --config benchmarks/configs/fusion/cotrec.yaml
     python -m benchmarks.fusion --config ... --seeds 2      # one seed (one per core in parallel)
     python -m benchmarks.fusion --config ... --only-report  # rebuild the report from finished seeds
 
@@ -402,8 +402,8 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
                         "chosen"], sweep_rows)
     lines += ["", "![validation by alpha](alpha_valid.png)", "", "## Training", ""]
     lines += _md_table(
-        ["seed", "epochs trained", "best epoch", "train s/epoch", "peak RSS MB"],
-        [[str(r["seed"]), str(r["epochs_trained"]), str(r["best_epoch"]),
+        ["seed", "trained by", "epochs trained", "best epoch (from 1)", "train s/epoch", "peak RSS MB"],
+        [[str(r["seed"]), r.get("trained_by", "–"), str(r["epochs_trained"]), str(r["best_epoch"] + 1),
           f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "–",
           f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "–"] for r in records])
     box = machine()
@@ -532,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         expected = settings_hash(plan)
         todo = [] if args.only_report else [
             s for s in seeds if read_seed(seed_path(out, s), expected) is None]
-        done = len(seeds) - len(todo)
+        done = sum(read_seed(seed_path(out, s), expected) is not None for s in seeds)
         if not args.quiet:
             print(f"{plan.name}: {len(seeds)} seed(s), {done} finished, {len(todo)} to run", flush=True)
         for i, seed in enumerate(todo, 1):

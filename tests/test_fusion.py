@@ -208,7 +208,7 @@ def test_unknown_seed_and_missing_config_are_one_line(tmp_path):
 
 
 def test_shipped_fusion_config_is_valid_and_commented():
-    path = REPO / "benchmarks" / "configs" / "fusion-cotrec.yaml"
+    path = REPO / "benchmarks" / "configs" / "fusion" / "cotrec.yaml"
     plan = fusion.load_plan(path)
     assert plan.dataset == "retailrocket-cotrec" and len(plan.seeds) >= 3
     for files in plan.references.values():
