@@ -3,13 +3,15 @@
 The SRGNN option ``rule_fusion`` (``recbole_srgnn/model/srgnn.py``) ranks items by
 ``softmax(SR-GNN scores) + alpha * rules(session)`` at evaluation time only. Training does not
 depend on ``alpha``, so this runner trains each seed once, through the same pipeline as
-``run.py``, and then evaluates the best checkpoint on the *validation* split for every ``alpha``
-of the config. The ``alpha`` with the best validation metric is the only one tested; ``alpha = 0``
+``run.py`` (or takes a model trained before with ``run.py``: ``--trained``), and then evaluates
+the best checkpoint on the *validation* split for every ``alpha`` x rules' repeat boost of the
+config. The point with the best validation metric is the only fused one tested; ``alpha = 0``
 (the trained model alone) is always tested too, as the paired reference. Test metrics choose
 nothing.
 
     python -m benchmarks.fusion --config benchmarks/configs/fusion/cotrec.yaml
     python -m benchmarks.fusion --config ... --seeds 2      # one seed (one per core in parallel)
+    python -m benchmarks.fusion --config ... --trained 1=results.json  # seed 1 trained by run.py
     python -m benchmarks.fusion --config ... --only-report  # rebuild the report from finished seeds
 
 Finished seeds (``benchmarks/results/<name>/runs/seed<N>.json``) are never redone; a seed cut off
