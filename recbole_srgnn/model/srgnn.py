@@ -37,11 +37,12 @@ class SRGNN(SessionScorer):
       ``r`` = how many clicks ago it was last seen (0 = the last item; older than ``K - 1``
       share ``b_{K-1}``). Costs one scatter over the session's distinct items; 0 = off.
     * ``rule_fusion`` (a hybrid, evaluation only): ``alpha > 0`` ranks items by
-      ``softmax(scores) + alpha * rules(session)`` (probabilities plus rule scores), where ``rules`` is the
-      :class:`~recbole_srgnn.model.rules.RuleScorer` of the training split (sequence rules from
-      the last item, ``rule_steps`` apart at most, plus ``rule_repeat_boost`` for items already in
-      the session). Training is unchanged, so ``alpha`` can be set on a trained checkpoint and
-      chosen on validation (``python -m benchmarks.fusion``); 0 = off.
+      ``softmax(scores) + alpha * rules(session)`` (probabilities plus rule scores), where
+      ``rules`` is the :class:`~recbole_srgnn.model.rules.RuleScorer` of the training split
+      (sequence rules from the last item, ``rule_steps`` apart at most, plus
+      ``rule_repeat_boost`` for items already in the session). Training is unchanged, so
+      ``alpha`` can be set on a trained checkpoint and chosen on validation
+      (``python -m benchmarks.fusion``); 0 = off.
     """
 
     def __init__(self, config, dataset) -> None:
