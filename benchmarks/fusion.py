@@ -36,7 +36,8 @@ from typing import Any, Mapping, Sequence
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 
-from .report import _csv, _md_table, _p, fmt, machine, mean_std, paired_test
+from .report import METRICS as METRIC_LABELS
+from .report import SIGNIFICANCE_METRICS, _csv, _md_table, _p, fmt, machine, mean_std, paired_test
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -44,8 +45,8 @@ FORMAT = "fusion-1"  # part of every seed's settings hash; bump when a record me
 TOP_KEYS = {"name", "description", "dataset", "model", "config_files", "settings", "seeds",
             "threads", "alphas", "repeat_boosts", "references"}
 RESERVED = {"seed", "rule_fusion", "checkpoint_dir", "model", "dataset"}
-METRICS = ["hit@1", "hit@5", "hit@10", "hit@20", "mrr@10", "mrr@20", "ndcg@10"]
-LABELS = {"hit@1": "Hit@1 (next-item accuracy)"}
+METRICS = [key for key, _ in METRIC_LABELS]  # the comparison report's metrics and labels
+LABELS = dict(METRIC_LABELS)
 
 
 def label(metric: str) -> str:
@@ -96,7 +97,7 @@ def parse_plan(data: Any, where: str = "<config>") -> FusionPlan:
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         _fail(where, "'config_files' must be a list of YAML paths")
     for name in files:
-        if not (REPO / name).is_file() and not Path(name).is_file():
+        if not _resolve(name).is_file():
             _fail(where, f"config file {name} not found")
     plan.config_files = files
     settings = data.get("settings") or {}
@@ -154,13 +155,17 @@ def settings_hash(plan: FusionPlan) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _resolve(name: str) -> Path:
+    """A path as written in a config: relative to the repository if it is there, else as given."""
+    return REPO / name if (REPO / name).is_file() else Path(name)
+
+
 def _read(name: str) -> str:
-    path = REPO / name if (REPO / name).is_file() else Path(name)
-    return path.read_text()
+    return _resolve(name).read_text()
 
 
 def _config_paths(plan: FusionPlan) -> list[str]:
-    return [str(REPO / f) if (REPO / f).is_file() else f for f in plan.config_files]
+    return [str(_resolve(f)) for f in plan.config_files]
 
 
 def seed_path(out: Path, seed: int) -> Path:
@@ -384,7 +389,7 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
               "Two-sided paired t-test and Wilcoxon signed-rank test over training seeds on one "
               "fixed test set (p < 0.05 in bold); diff = fused − alone.", ""]
     rows = []
-    for m in ["hit@1", "hit@10", "mrr@10", "mrr@20"]:
+    for m in SIGNIFICANCE_METRICS:
         fused = {r["seed"]: r["test_fused"][m] for r in records}
         plain = {r["seed"]: r["test_plain"][m] for r in records}
         test = paired_test(fused, plain)
