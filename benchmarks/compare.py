@@ -11,7 +11,10 @@ every epoch, early stopping, the best epoch's model tested). Its results JSON is
 ``<out>/runs/<row>/<tag>-seed<k>.json`` (``<out>`` defaults to ``benchmarks/results/<name>``),
 written atomically, with a ``compare`` block holding a hash of the run's settings: a run whose
 JSON exists, is complete and has the same hash is not run again, so an interrupted comparison
-resumes where it stopped (a changed setting reruns the runs it affects).
+resumes where it stopped (a changed setting reruns the runs it affects). A run that was cut off
+during training continues from its last finished epoch: after every validation its whole training
+state is kept in ``<out>/partial/<row>/<tag>-seed<k>-<hash>.pth`` (not committed; deleted when the
+run completes), and the continued run ends exactly as an uninterrupted one would.
 
 Selection: for every row, the grid point with the best mean *validation* score
 (``valid_metric``) over the tuning seeds is chosen; its test metrics over all seeds are reported.
@@ -338,6 +341,11 @@ def run_path(out: Path, name: str, tag: str, seed: int) -> Path:
     return Path(out) / "runs" / name / f"{tag}-seed{seed}.json"
 
 
+def resume_path(out: Path, spec: RunSpec) -> Path:
+    """Where a run in progress keeps its training state between epochs (pipeline ``resume_file``)."""
+    return Path(out) / "partial" / spec.name / f"{spec.tag}-seed{spec.seed}-{spec.spec_hash}.pth"
+
+
 def make_spec(exp: Experiment, entry: ModelEntry, tag: str, seed: int, phase: int, out: Path,
               data_path: str | None = None) -> RunSpec:
     config = run_config(exp, entry, tag, seed, data_path)
@@ -481,7 +489,7 @@ def _load_average() -> list[float] | None:
 def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = None) -> dict:
     """Train/test one run through ``pipeline.run`` and write its JSON atomically (used in the
     child process and in-process). ``job``: model, dataset, config_dict, path, compare, threads,
-    scratch. ``on_epoch({"epoch", "score", "seconds"})`` follows each validation."""
+    scratch, resume_file (optional: continue from / keep the training state there). ``on_epoch({"epoch", "score", "seconds"})`` follows each validation."""
     import torch
 
     from recbole_srgnn import pipeline
@@ -498,9 +506,13 @@ def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = Non
     started = time.perf_counter()
     try:
         tmp_result = scratch / f"result-{os.getpid()}-{time.monotonic_ns()}.json"
+        resume_file = job.get("resume_file")
+        if resume_file:
+            Path(resume_file).parent.mkdir(parents=True, exist_ok=True)
         results = pipeline.run(job["model"], job["dataset"], config_dict=config,
                                result_file=tmp_result, saved=False, show_progress=False,
-                               quiet=True, epoch_callback=_epoch_callback(on_epoch))
+                               quiet=True, epoch_callback=_epoch_callback(on_epoch),
+                               resume_file=resume_file)
         with contextlib.suppress(FileNotFoundError):
             tmp_result.unlink()
     finally:
@@ -519,7 +531,20 @@ def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = Non
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     pipeline.write_results(results, final)
+    if resume_file:
+        _remove_empty_parents(Path(resume_file), stop=final.parents[2])
     return results
+
+
+def _remove_empty_parents(path: Path, stop: Path) -> None:
+    """Remove ``path``'s folders up to (not including) ``stop`` while they are empty."""
+    for folder in path.parents:
+        if folder == stop or stop not in folder.parents:
+            break
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _epoch_callback(on_epoch: Callable[[dict], Any] | None):
@@ -552,11 +577,11 @@ class RunProgress:
         print(("    done: " if self.epochs else "") + text, file=self.stream, flush=True)
 
 
-def _job(spec: RunSpec, exp: Experiment, scratch: Path, isolated: bool) -> dict:
+def _job(spec: RunSpec, exp: Experiment, scratch: Path, isolated: bool, out: Path) -> dict:
     return {
         "model": spec.model, "dataset": spec.dataset, "config_dict": spec.config_dict,
         "path": str(spec.path.resolve()), "threads": exp.threads, "isolated": isolated,
-        "scratch": str(scratch),
+        "scratch": str(scratch), "resume_file": str(resume_path(out, spec).resolve()),
         "compare": {"experiment": exp.name, "name": spec.name, "model": spec.model,
                     "tag": spec.tag, "grid_point": spec.point, "seed": spec.seed,
                     "phase": spec.phase, "spec_hash": spec.spec_hash},
@@ -577,7 +602,7 @@ def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: b
     """Run one spec; (results, "") or (None, one-line reason). Failures leave a log in out/failed.
     ``progress`` shows the run's validation epochs as they finish."""
     on_epoch = progress.epoch if progress is not None else None
-    job = _job(spec, exp, scratch / f"{spec.name}-{spec.tag}-seed{spec.seed}", isolate)
+    job = _job(spec, exp, scratch / f"{spec.name}-{spec.tag}-seed{spec.seed}", isolate, out)
     log_path = _failure_log(out, spec)
     with contextlib.suppress(FileNotFoundError):
         log_path.unlink()  # an earlier failure's log; this attempt writes its own if it fails
@@ -774,7 +799,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             while todo:
                 for spec in todo:
                     counter += 1
-                    print(f"[{counter}/{total}] {spec.describe()} ...", end=" ", flush=True)
+                    resuming = resume_path(out, spec).is_file()
+                    print(f"[{counter}/{total}] {spec.describe()}"
+                          + (" (continuing an interrupted run)" if resuming else "") + " ...",
+                          end=" ", flush=True)
                     started = time.perf_counter()
                     progress = RunProgress(str(spec.config_dict.get("valid_metric", "score")),
                                            sys.stdout)

@@ -5,7 +5,7 @@ Public API (used by ``run.py``, the Ray Tune module and the comparison runner)::
     resolve_model(name) -> type
     build_config(model, dataset, config_files=None, config_dict=None) -> recbole.config.Config
     run(model, dataset, config_files=None, config_dict=None, *, epoch_callback=None,
-        result_file=None, saved=True, show_progress=True, quiet=False) -> dict
+        result_file=None, saved=True, show_progress=True, quiet=False, resume_file=None) -> dict
     evaluate_checkpoint(checkpoint, config_dict=None, *, result_file=None) -> dict
     run_distributed(model, dataset, ..., nproc=..., world_size=..., ...) -> dict | None
 
@@ -364,6 +364,14 @@ def peak_memory(device) -> dict:
     return out
 
 
+def _max_memory(memory: dict, other: Mapping) -> dict:
+    """Per key the larger peak of ``memory`` and ``other`` (another part of the same run)."""
+    merged = dict(memory)
+    for key, value in other.items():
+        merged[key] = max(merged.get(key, 0.0), float(value))
+    return merged
+
+
 def _metrics(result: Mapping | None) -> dict | None:
     if result is None:
         return None
@@ -440,6 +448,7 @@ def run(
     show_progress: bool = True,
     quiet: bool = False,
     test: bool = True,
+    resume_file: str | os.PathLike | None = None,
 ) -> dict:
     """Train ``model`` on ``dataset`` with validation each epoch, test the best model.
 
@@ -449,6 +458,11 @@ def run(
     ``saved=False`` writes no checkpoint (the best weights are kept in memory). ``quiet``
     silences RecBole's INFO logging, progress bars and the printed table. ``test=False`` skips
     the test evaluation (``test_result`` is None): searches select on validation only.
+
+    ``resume_file``: after every validation the complete training state is written there; if the
+    file already exists, training continues from it (its settings must equal this call's, else
+    InputError) and the result is the one an uninterrupted run gives. The file is deleted once
+    the results are written. ``seconds_total`` and the peak memory cover every part of the run.
     """
     name, model_class, settings = _settings(model, dataset, config_files, config_dict)
     config = _make_config(model_class, dataset, settings)
@@ -464,17 +478,24 @@ def run(
         trainer = SessionTrainer(config, net, model_name=name)
         trainer.settings = settings
         progress = bool(show_progress and config["show_progress"] and not quiet)
+        earlier = _resume(trainer, resume_file, train_data, settings)
         started = time.perf_counter()
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, verbose=not quiet, saved=saved,
-            show_progress=progress, epoch_callback=epoch_callback,
-        )
+        if trainer.training_finished:  # the saved run had stopped; only the test was left
+            trainer.persist_checkpoints = bool(saved)
+            best_valid_score, best_valid_result = (trainer.best_valid_score,
+                                                   trainer.best_valid_result)
+        else:
+            best_valid_score, best_valid_result = trainer.fit(
+                train_data, valid_data, verbose=not quiet, saved=saved,
+                show_progress=progress, epoch_callback=epoch_callback,
+            )
         test_result = (
             trainer.evaluate(test_data, load_best_model=True, show_progress=progress)
             if test else None
         )
-        wall = time.perf_counter() - started
+        wall = time.perf_counter() - started + earlier.get("seconds_total", 0.0)
 
+    memory = _max_memory(peak_memory(config["device"]), earlier.get("peak_memory", {}))
     results = {
         "model": name,
         "dataset": dataset,
@@ -487,7 +508,8 @@ def run(
         "epochs_trained": len(trainer.valid_curve),
         "seconds_per_epoch": trainer.seconds_per_epoch,
         "seconds_total": wall,
-        **peak_memory(config["device"]),
+        "training_parts": int(earlier.get("parts", 0)) + 1,  # > 1: resumed after interruptions
+        **memory,
         "checkpoint": (
             str(Path(trainer.saved_model_file).resolve()) if trainer.checkpoint_written else None
         ),
@@ -508,9 +530,38 @@ def run(
             print(results_table(results["best_valid_result"], results["test_result"],
                                 list(config["metrics"])))
             print(f"results: {path}")
+        if resume_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(resume_file)  # the run is complete: nothing left to resume
     if not config["single_spec"] and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return results
+
+
+def _resume(trainer: SessionTrainer, resume_file, train_data, settings: dict) -> dict:
+    """Set ``trainer`` up to write resume states to ``resume_file`` and, if that file exists,
+    continue from it. Returns what the earlier parts of the run spent: ``seconds_total``,
+    ``peak_memory`` and ``parts`` (empty for a fresh start)."""
+    if resume_file is None:
+        return {}
+    resume_file = os.fspath(resume_file)
+    trainer.resume_file = resume_file
+    earlier: dict = {}
+    if os.path.isfile(resume_file):
+        state = trainer.load_resume_state(resume_file, train_data, settings=plain(settings))
+        earlier = dict(state.get("spent") or {})
+        logging.getLogger().info(f"resumed from {resume_file} after epoch {state['epoch'] + 1}")
+    before = float(earlier.get("seconds_total", 0.0))
+    memory_before = dict(earlier.get("peak_memory", {}))
+    parts = int(earlier.get("parts", 0)) + 1
+    started = time.perf_counter()
+
+    def spent() -> dict:  # stored in each resume state: the run's time and memory so far
+        return {"seconds_total": before + time.perf_counter() - started, "parts": parts,
+                "peak_memory": _max_memory(peak_memory(trainer.config["device"]), memory_before)}
+
+    trainer.resume_spent = spent
+    return earlier
 
 
 @dataclass

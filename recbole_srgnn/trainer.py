@@ -12,7 +12,11 @@ adds to :class:`recbole.trainer.Trainer`:
   epoch, for the results JSON; an ``epoch_callback(epoch, valid_result, valid_score)`` hook;
 - early stopping on *strict* improvement: RecBole counts a validation score equal to the best
   as an improvement, so once step decay has shrunk the learning rate and the (rounded) score
-  stops moving, training never stops. Here an equal score counts as no improvement.
+  stops moving, training never stops. Here an equal score counts as no improvement;
+- an optional *resume state* (``resume_file``), written atomically after every validation: the
+  weights, optimizer, scheduler, early-stopping counters, epoch record, best weights and every
+  random-number state training draws from. An interrupted run continues from its last finished
+  epoch, exactly as it would have gone on (``load_resume_state``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 
 CHECKPOINT_FORMAT = "recbole_srgnn-1"
+RESUME_FORMAT = "recbole_srgnn-resume-1"
+# Settings that say where files go or how progress shows, not what is trained: a resumed run may
+# differ in them (e.g. a fresh scratch checkpoint_dir per attempt).
+RESUME_EXEMPT = frozenset({"checkpoint_dir", "data_path", "show_progress", "log_wandb", "state"})
 
 
 def strict_early_stopping(value, best, cur_step, max_step, bigger=True):
@@ -130,6 +138,9 @@ class SessionTrainer(Trainer):
         self.persist_checkpoints = True
         self.checkpoint_written = False
         self._best_in_memory: dict | None = None
+        self.resume_file: str | None = None  # set by the pipeline: write a resume state per epoch
+        self.training_finished = False  # a loaded resume state says training already ended
+        self.resume_spent: Callable[[], dict] | None = None  # the run's time/memory so far
 
     # -- learning-rate decay -------------------------------------------------------------------
     def _build_lr_scheduler(self):
@@ -207,6 +218,8 @@ class SessionTrainer(Trainer):
         self.persist_checkpoints = bool(saved)
 
         def after_validation(epoch_idx, valid_score):
+            if self.resume_file is not None and self._is_writer:
+                self.save_resume_state(epoch_idx, train_data)
             if callback_fn is not None:
                 callback_fn(epoch_idx, valid_score)
             if epoch_callback is not None:
@@ -281,6 +294,73 @@ class SessionTrainer(Trainer):
         self.checkpoint_written = True
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
+    # -- resume states ---------------------------------------------------------------------------
+    def save_resume_state(self, epoch: int, train_data) -> None:
+        """Write everything needed to continue after ``epoch`` to ``resume_file`` (atomically)."""
+        stopped = self.cur_step > self.stopping_step or int(epoch) + 1 >= self.epochs
+        best = None
+        if not self.checkpoint_written:
+            best = self._best_in_memory
+        state = {
+            **self.checkpoint_state(epoch),
+            "format": RESUME_FORMAT,
+            "finished": bool(stopped),
+            "best_epoch": self.best_epoch,
+            "best_valid_result": (None if self.best_valid_result is None else
+                                  {str(k): float(v) for k, v in self.best_valid_result.items()}),
+            "valid_curve": [dict(entry) for entry in self.valid_curve],
+            "best_weights": best,
+            "best_checkpoint": self.saved_model_file if self.checkpoint_written else None,
+            "rng": _rng_states(train_data),
+            "spent": self.resume_spent() if self.resume_spent is not None else None,
+        }
+        with atomic_outputs([self.resume_file]) as (tmp,):
+            torch.save(state, tmp)
+
+    def load_resume_state(self, path: str | os.PathLike, train_data,
+                          settings: Mapping | None = None) -> dict:
+        """Restore a state written by ``save_resume_state``; ``fit`` then goes on from there.
+
+        ``settings``: if given, the state's stored settings must equal them (InputError before
+        anything is loaded), apart from ``RESUME_EXEMPT`` keys. Returns the state. Sets ``training_finished`` when the saved run had
+        already stopped (then only testing is left).
+        """
+        path = os.fspath(path)
+        try:
+            state = torch.load(path, weights_only=True, map_location=self.device)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+            raise InputError(f"{path} is not a readable resume state ({type(exc).__name__}); "
+                             "delete it to start again") from exc
+        if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+            raise InputError(f"{path} is not a recbole_srgnn resume state")
+        if settings is not None and _identity(state.get("settings")) != _identity(settings):
+            raise InputError(f"{path} belongs to a run with other settings; "
+                             "delete it to start again")
+        self.load_weights(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.cur_step = int(state["cur_step"])
+        self.best_valid_score = float(state["best_valid_score"])
+        self.best_valid_result = state["best_valid_result"]
+        self.best_epoch = state["best_epoch"]
+        self.valid_curve = [dict(entry) for entry in state["valid_curve"]]
+        self.last_valid_result = None
+        if state.get("best_checkpoint"):
+            if not os.path.isfile(state["best_checkpoint"]):
+                raise InputError(f"{path}: its best-model checkpoint {state['best_checkpoint']} "
+                                 "is gone; delete the resume state to start again")
+            self.saved_model_file = state["best_checkpoint"]
+            self.checkpoint_written = True
+        elif state.get("best_weights") is not None:
+            self._best_in_memory = state["best_weights"]
+        for epoch_idx, entry in enumerate(self.valid_curve):
+            self.train_loss_dict[int(entry.get("epoch", epoch_idx))] = entry.get("train_loss")
+        _set_rng_states(state["rng"], train_data)
+        self.training_finished = bool(state["finished"])
+        return state
+
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         """RecBole's ``evaluate``; the best model is loaded weights-only (file) or from memory."""
@@ -299,6 +379,45 @@ class SessionTrainer(Trainer):
                     "call evaluate(..., load_best_model=False)"
                 )
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+def _identity(settings: Mapping | None) -> dict | None:
+    if settings is None:
+        return None
+    return {key: value for key, value in settings.items() if key not in RESUME_EXEMPT}
+
+
+def _rng_states(train_data) -> dict:
+    """The random-number states training draws from: torch (CPU, CUDA), the training loader's
+    shuffling generator, NumPy and Python (as tensors and numbers, for weights-only loading)."""
+    import random
+
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    generator = getattr(train_data, "generator", None)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "loader": generator.get_state() if generator is not None else None,
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def _set_rng_states(states: Mapping, train_data) -> None:
+    import random
+
+    torch.set_rng_state(states["torch"].cpu())
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
+    generator = getattr(train_data, "generator", None)
+    if generator is not None and states["loader"] is not None:
+        generator.set_state(states["loader"].cpu())
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
 
 
 def finite_or_none(value: Any) -> Any:

@@ -192,6 +192,47 @@ def test_isolated_run_is_its_own_process(smoke, tmp_path):
     assert compare.EPOCH_MARK.strip() not in stdout
 
 
+def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path, monkeypatch):
+    data = pipeline.load_yaml(SMOKE)
+    data["settings"].update(epochs=3, stopping_step=5)
+    data.update(name="cut", seeds=[1], reference="GRU4Rec", isolate=False,
+                tuning={"budget": 1}, models=[{"name": "GRU4Rec", "grid": {"learning_rate": [0.01]}}])
+    path = tmp_path / "cut.yaml"
+    path.write_text(json.dumps(data))  # JSON is YAML
+    base = ["--config", path, "--data-path", smoke["root"] / "data"]
+    rc, _, err = call([*base, "--out", tmp_path / "straight"])
+    assert rc == 0, err
+    run_file = Path("runs") / "GRU4Rec" / "learning_rate=0.01-seed1.json"
+    straight = json.loads((tmp_path / "straight" / run_file).read_text())
+
+    out = tmp_path / "cut"
+    real_epoch = compare.RunProgress.epoch
+
+    def killed_after_epoch_2(self, info):
+        real_epoch(self, info)
+        if info["epoch"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C (or a lost session) after the second epoch
+
+    monkeypatch.setattr(compare.RunProgress, "epoch", killed_after_epoch_2)
+    rc, _, err = call([*base, "--out", out])
+    assert rc == 130 and "rerun the same command to resume" in err
+    states = list((out / "partial").rglob("*.pth"))
+    assert len(states) == 1 and not (out / run_file).exists()
+
+    monkeypatch.setattr(compare.RunProgress, "epoch", real_epoch)
+    rc, stdout, err = call([*base, "--out", out])
+    assert rc == 0, err + "".join(log.read_text() for log in (out / "failed").rglob("*.log"))
+    assert "(continuing an interrupted run)" in stdout
+    assert re.search(r"\n    epoch 3: valid", stdout) and "epoch 1: valid" not in stdout
+    resumed = json.loads((out / run_file).read_text())
+    assert resumed["training_parts"] == 2 and straight["training_parts"] == 1
+    for key in ("test_result", "best_valid_result", "best_epoch"):
+        assert resumed[key] == straight[key]
+    assert ([entry["train_loss"] for entry in resumed["valid_curve"]]
+            == [entry["train_loss"] for entry in straight["valid_curve"]])
+    assert not (out / "partial").exists()  # the finished run's state and folders are gone
+
+
 # ---------------------------------------------------------------------------------------------
 # Selection, planning, statistics (fake runs, no training)
 # ---------------------------------------------------------------------------------------------

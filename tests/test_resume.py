@@ -1,0 +1,122 @@
+"""Resume states: an interrupted run continues from its last epoch and ends as an uninterrupted one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recbole_srgnn import pipeline
+from recbole_srgnn.errors import InputError
+from tiny_data import write_tiny_benchmark
+
+TINY = {"epochs": 3, "train_batch_size": 32, "eval_batch_size": 64, "embedding_size": 16,
+        "hidden_size": 16, "stopping_step": 10, "show_progress": False}
+SETTINGS = {
+    "GRU4Rec": {"dropout_prob": 0.3},  # dropout draws from torch's global generator
+    "SRGNN": {"lr_decay_step": 1, "lr_decay_rate": 0.5},  # the scheduler's state matters
+}
+
+
+class Interrupted(Exception):
+    """Stands for a killed process: raised after an epoch's resume state is written."""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    write_tiny_benchmark(root / "data", "tiny", seed=3, sessions=(90, 15, 15))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        yield root
+
+
+def config(root, model, **extra) -> dict:
+    return {**TINY, **SETTINGS[model], "data_path": str(root / "data"),
+            "checkpoint_dir": str(root / "saved"), **extra}
+
+
+def interrupt_after(epoch: int):
+    def callback(done: int, valid_result, valid_score) -> None:
+        if done == epoch:
+            raise Interrupted
+    return callback
+
+
+def comparable(results: dict) -> dict:
+    """What must not depend on an interruption: losses, learning rates, metrics, best epoch."""
+    curve = [{k: v for k, v in entry.items() if "seconds" not in k}
+             for entry in results["valid_curve"]]
+    return {"curve": curve, "best_epoch": results["best_epoch"],
+            "best_valid_result": results["best_valid_result"],
+            "test_result": results["test_result"]}
+
+
+def run(root, model, name, **kwargs):
+    extra = kwargs.pop("extra", {})
+    return pipeline.run(model, "tiny", config_dict=config(root, model, **extra),
+                        result_file=root / f"{name}.json", quiet=True, **kwargs)
+
+
+@pytest.mark.parametrize("model", ["GRU4Rec", "SRGNN"])
+@pytest.mark.parametrize("saved", [False, True])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(workdir, model, saved):
+    torch.set_num_threads(1)
+    straight = run(workdir, model, f"straight-{model}-{saved}", saved=saved)
+    assert straight["training_parts"] == 1
+
+    state = workdir / f"{model}-{saved}.resume.pth"
+    with pytest.raises(Interrupted):
+        run(workdir, model, f"cut-{model}-{saved}", saved=saved, resume_file=state,
+            epoch_callback=interrupt_after(0))
+    assert state.is_file()  # written before the interruption, after epoch 1
+
+    epochs_seen = []
+    resumed = run(workdir, model, f"resumed-{model}-{saved}", saved=saved, resume_file=state,
+                  epoch_callback=lambda epoch, *rest: epochs_seen.append(epoch))
+    assert epochs_seen == [1, 2]  # epoch 0 was not trained again
+    assert resumed["training_parts"] == 2 and resumed["epochs_trained"] == 3
+    assert comparable(resumed) == comparable(straight)
+    assert resumed["seconds_total"] > 0
+    assert not state.exists()  # complete: nothing left to resume
+
+
+def test_resume_after_the_last_epoch_only_tests(workdir, monkeypatch):
+    from recbole_srgnn.trainer import SessionTrainer
+
+    straight = run(workdir, "GRU4Rec", "last-straight", saved=False)
+    state = workdir / "last.resume.pth"
+    with pytest.raises(Interrupted):  # killed after the last epoch, before the test
+        run(workdir, "GRU4Rec", "last-cut", saved=False, resume_file=state,
+            epoch_callback=interrupt_after(TINY["epochs"] - 1))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training ran again")
+
+    monkeypatch.setattr(SessionTrainer, "fit", no_training)
+    resumed = run(workdir, "GRU4Rec", "last-resumed", saved=False, resume_file=state)
+    assert comparable(resumed) == comparable(straight)
+
+
+def test_resume_state_of_other_settings_is_refused(workdir):
+    state = workdir / "other.resume.pth"
+    with pytest.raises(Interrupted):
+        run(workdir, "SRGNN", "other-cut", saved=False, resume_file=state,
+            epoch_callback=interrupt_after(0))
+    before = state.read_bytes()
+    with pytest.raises(InputError) as info:
+        run(workdir, "SRGNN", "other", saved=False, resume_file=state,
+            extra={"learning_rate": 0.01})
+    message = str(info.value)
+    assert "other settings" in message and "\n" not in message
+    assert state.read_bytes() == before  # left alone
+
+
+def test_a_file_that_is_no_resume_state_is_refused(workdir):
+    state = workdir / "garbage.resume.pth"
+    state.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable resume state"):
+        run(workdir, "SRGNN", "garbage", saved=False, resume_file=state)
+    checkpoint = workdir / "checkpoint.resume.pth"
+    torch.save({"format": "recbole_srgnn-1"}, checkpoint)
+    with pytest.raises(InputError, match="not a recbole_srgnn resume state"):
+        run(workdir, "SRGNN", "wrong-format", saved=False, resume_file=checkpoint)
