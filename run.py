@@ -2,7 +2,7 @@
 """Train and test a session-based recommender (SR-GNN by default) with RecBole.
 
     python run.py [--model=SRGNN] [--dataset=retailrocket-synthetic] [--config_files="a.yaml b.yaml"]
-                  [--result_file=PATH] [--any_recbole_key=value ...]
+                  [--result_file=PATH] [--resume_file=PATH] [--any_recbole_key=value ...]
     python run.py --checkpoint=saved/SRGNN-....pth [--result_file=PATH]   # test a saved model
 
 Every other ``--key=value`` is a RecBole/plugin option, parsed like RecBole parses command-line
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--result_file", default=None,
                         help="where to write the results JSON "
                              "(default <checkpoint_dir>/<model>-<dataset>-<time>.json)")
+    parser.add_argument("--resume_file", default=None,
+                        help="keep the training state in this file after every epoch; if it "
+                             "exists, continue the interrupted run from it (same settings "
+                             "required); deleted when the run completes")
     parser.add_argument("--quiet", action="store_true",
                         help="no RecBole INFO logging, progress bars or results table")
     ddp = parser.add_argument_group("multi-GPU (RecBole DDP over NCCL; needs CUDA)")
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     # Import after parsing: --help and option errors stay instant.
     from recbole_srgnn import pipeline
 
+    if args.resume_file and (args.checkpoint or args.nproc != 1 or args.world_size > 0):
+        raise InputError("--resume_file applies to a single-process training run "
+                         "(not to --checkpoint or multi-GPU runs)")
     if args.checkpoint:
         if config_files:
             raise InputError("--config_files does not apply to --checkpoint "
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     pipeline.run(args.model, args.dataset, config_files, options or None,
-                 result_file=args.result_file, quiet=args.quiet)
+                 result_file=args.result_file, quiet=args.quiet, resume_file=args.resume_file)
     return 0
 
 

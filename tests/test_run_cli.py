@@ -65,6 +65,7 @@ def test_help_documents_the_options(workdir):
     proc = run_cli("--help", cwd=workdir)
     assert proc.returncode == 0
     for option in ("--model", "--dataset", "--config_files", "--checkpoint", "--result_file",
+                   "--resume_file",
                    "--nproc", "--world_size", "--ip", "--port", "--group_offset",
                    "retailrocket-synthetic", "RecBoleSRGNN"):
         assert option in proc.stdout
@@ -139,15 +140,30 @@ def test_checkpoint_that_is_not_ours_is_one_line_exit_2(workdir, capsys, monkeyp
     assert_one_line_error(proc, "bogus.pth")
 
 
+def test_resume_file_errors_are_one_line_exit_2(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    data = f"--data_path={workdir / 'data'}"
+    garbage = workdir / "garbage-state.pth"
+    garbage.write_bytes(b"not a resume state")
+    proc = main_in_process("--model=GRU4Rec", "--dataset=tiny", data, "--epochs=1",
+                           f"--resume_file={garbage}", capsys=capsys)
+    assert_one_line_error(proc, "garbage-state.pth", "resume state")
+    proc = main_in_process(f"--checkpoint={garbage}", f"--resume_file={garbage}", capsys=capsys)
+    assert_one_line_error(proc, "--resume_file")
+
+
 def test_tiny_real_run_writes_result_file_and_checkpoint_evaluates(workdir):
     result_file = workdir / "out" / "gru.json"
+    state = workdir / "gru-state.pth"
     proc = run_cli("--model=GRU4Rec", "--dataset=tiny", f"--data_path={workdir / 'data'}",
                    f"--checkpoint_dir={workdir / 'ck'}", "--epochs=1", "--embedding_size=8",
                    "--hidden_size=8", "--train_batch_size=64", "--topk=[1,10]",
-                   "--learning_rate=1e-2", f"--result_file={result_file}", cwd=workdir)
+                   "--learning_rate=1e-2", f"--result_file={result_file}",
+                   f"--resume_file={state}", cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(result_file.read_text())
     assert results["model"] == "GRU4Rec" and results["epochs_trained"] == 1
+    assert results["training_parts"] == 1 and not state.exists()  # complete: state removed
     config = results["config"]
     assert config["epochs"] == 1 and config["topk"] == [1, 10] and config["learning_rate"] == 0.01
     assert set(results["test_result"]) >= {"hit@1", "hit@10", "mrr@10", "ndcg@10"}
