@@ -14,20 +14,24 @@ nothing.
     python -m benchmarks.fusion --config ... --trained 1=results.json  # seed 1 trained by run.py
     python -m benchmarks.fusion --config ... --only-report  # rebuild the report from finished seeds
 
-Finished seeds (``benchmarks/results/<name>/runs/seed<N>.json``) are never redone; a seed cut off
-mid-way starts over. The report (``report.md``, ``runs.csv``, ``alpha_valid.png``) covers the
+Finished seeds (``benchmarks/results/<name>/runs/seed<N>.json``) are never redone. A seed cut off
+mid-way goes on where it stopped: its training state after every epoch (``pipeline.run``'s
+``resume_file``), its best checkpoint and its training result wait in
+``<out>/partial/seed<N>-<settings hash>/`` (not committed, removed once the seed is recorded), so
+a rerun continues training at the next epoch, or goes straight to the sweep if training ended. The report (``report.md``, ``runs.csv``, ``alpha_valid.png``) covers the
 finished seeds and says so when some are missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import shlex
+import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +176,21 @@ def seed_path(out: Path, seed: int) -> Path:
     return out / "runs" / f"seed{seed}.json"
 
 
+def partial_path(out: Path, seed: int, expected_hash: str) -> Path:
+    """The work folder of a seed in progress (training state, checkpoint, training result)."""
+    return out / "partial" / f"seed{seed}-{expected_hash}"
+
+
+def _finished_training(path: Path) -> dict | None:
+    """The training result a cut-off seed left behind, if it and its checkpoint are complete."""
+    try:
+        trained = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    checkpoint = trained.get("checkpoint")
+    return trained if checkpoint and Path(checkpoint).is_file() else None
+
+
 def read_seed(path: Path, expected_hash: str) -> dict | None:
     """A finished seed's record, or None when missing, unreadable or from other settings."""
     try:
@@ -222,7 +241,10 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> 
 
 def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = True,
              trained: Mapping | None = None) -> dict:
-    """Train (unless ``trained``, a run.py results JSON of this seed, is given), sweep, test."""
+    """Train (unless ``trained``, a run.py results JSON of this seed, is given), sweep, test.
+
+    ``scratch`` keeps the training state, checkpoint and training result: a call after an
+    interruption continues training there, or reuses the finished training."""
     import torch
 
     from recbole_srgnn import pipeline
@@ -234,20 +256,27 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     def on_epoch(epoch: int, result: dict, score: float) -> None:
         say(f"    epoch {epoch + 1}: valid {score:.4f}", flush=True)
 
-    started = time.perf_counter()
     trained_by = "this runner" if trained is None else "run.py, before (--trained)"
     if trained is None:
+        trained = _finished_training(scratch / "train.json")
+        if trained is not None:
+            say(f"    training finished before an interruption (best epoch "
+                f"{trained['best_epoch'] + 1}); sweeping", flush=True)
+    else:
+        say(f"    trained before: {trained['checkpoint']} (best epoch {trained['best_epoch']})",
+            flush=True)
+    if trained is None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        resume_file = scratch / "train.resume.pth"
+        if resume_file.is_file():
+            say("    continuing the training cut off before", flush=True)
         config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0}
         trained = pipeline.run(plan.model, plan.dataset, _config_paths(plan), config_dict,
                                saved=True, quiet=True, test=False, epoch_callback=on_epoch,
-                               result_file=scratch / "train.json")
-        train_seconds = time.perf_counter() - started
+                               result_file=scratch / "train.json", resume_file=resume_file)
         if not trained.get("checkpoint"):
             raise InputError(f"seed {seed}: training wrote no checkpoint")
-    else:
-        train_seconds = trained.get("seconds_total")
-        say(f"    trained before: {trained['checkpoint']} (best epoch {trained['best_epoch']})",
-            flush=True)
+    train_seconds = trained.get("seconds_total")
     # Rebuild the best checkpoint with the rule scorer (largest alpha; the weight is set per sweep).
     evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
     loaded = pipeline.load_trained(trained["checkpoint"],
@@ -294,6 +323,7 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
         "seconds_per_epoch": trained["seconds_per_epoch"],
         "train_seconds": train_seconds,
         "trained_by": trained_by,
+        "training_parts": trained.get("training_parts", 1),
         "peak_rss_mb": trained.get("peak_rss_mb"),
         "data": {k: trained.get(k) for k in ("num_items", "train_cases", "valid_cases", "test_cases")},
         "config": trained["config"],
@@ -546,14 +576,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.quiet:
                 doing = "trained before" if seed in given else "training"
                 print(f"[{i}/{len(todo)}] seed {seed}: {doing} {plan.model} on {plan.dataset}", flush=True)
-            with tempfile.TemporaryDirectory(prefix="fusion-") as scratch:
-                record = run_seed(plan, seed, Path(scratch), progress=not args.quiet,
-                                  trained=given.get(seed))
+            scratch = partial_path(out, seed, expected)
+            record = run_seed(plan, seed, scratch, progress=not args.quiet, trained=given.get(seed))
             record["settings_hash"] = expected
             path = seed_path(out, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_outputs([path]) as (tmp,):
                 Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True))
+            shutil.rmtree(scratch, ignore_errors=True)  # recorded: its work files are done
+            with contextlib.suppress(OSError):
+                scratch.parent.rmdir()  # partial/, when no other seed is in progress
         report = write_report(plan, out, command)
         if not args.quiet:
             print(f"report: {report}")
@@ -562,7 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished seeds are kept; rerun the command to resume", file=sys.stderr)
+        print("interrupted: finished seeds and the cut-off seed's last epoch are kept; rerun the "
+              "command to resume", file=sys.stderr)
         return 130
 
 

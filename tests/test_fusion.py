@@ -244,3 +244,49 @@ def test_a_model_trained_before_with_run_py_is_reused_not_retrained(fused_run, t
     assert rc == 2 and "epochs=2" in err and err.count("\n") == 1
     rc, _, err = call(["--config", config, "--output", out, "--trained", "3"])
     assert rc == 2 and "expected SEED=RESULTS_JSON" in err
+
+
+def test_a_seed_cut_off_continues_training_then_skips_it(fused_run, tmp_path, monkeypatch):
+    """Killed after epoch 1: the rerun trains epoch 2 only; killed in the sweep: no training."""
+    config = write_config(tmp_path, fused_run["root"], seeds=[1])
+    out = tmp_path / "out"
+    real_run = pipeline.run
+    epochs = []
+
+    def cut_after_first_epoch(*args, epoch_callback=None, **kwargs):
+        def callback(epoch, result, score):
+            epochs.append(epoch)
+            epoch_callback(epoch, result, score)
+            if epoch == 0:
+                raise KeyboardInterrupt
+        return real_run(*args, epoch_callback=callback, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run", cut_after_first_epoch)
+    rc, _, err = call(["--config", config, "--output", out])
+    assert rc == 130 and "rerun the command to resume" in err
+    assert len(list((out / "partial").glob("seed1-*/train.resume.pth"))) == 1
+
+    real_load = pipeline.load_trained
+
+    def cut_in_the_sweep(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "load_trained", cut_in_the_sweep)
+    rc, text, _ = call(["--config", config, "--output", out])
+    assert rc == 130 and "continuing the training cut off before" in text
+    assert epochs == [0, 1]  # epoch 0 was not trained again
+    assert list((out / "partial").glob("seed1-*/train.json"))
+
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(pipeline, "load_trained", real_load)
+    rc, text, err = call(["--config", config, "--output", out])
+    assert rc == 0, err
+    assert "training finished before an interruption" in text
+    record, straight = records(out)[1], records(fused_run["out"])[1]
+    assert record["training_parts"] == 2
+    for key in ("sweep", "test_plain", "test_fused", "best_epoch"):
+        if key == "sweep":
+            assert ([s["valid"] for s in record[key]] == [s["valid"] for s in straight[key]])
+        else:
+            assert record[key] == straight[key]
+    assert not (out / "partial").exists()
