@@ -512,6 +512,17 @@ def _load_note(collected: Collected) -> str:
             f"(mean {statistics.fmean(loads):.1f}).")
 
 
+def _resumed_note(collected: Collected) -> str:
+    resumed = [(row.name, run.get("training_parts", 1)) for row in collected.rows
+               for run in row.runs.values() if (run.get("training_parts") or 1) > 1]
+    if not resumed:
+        return ""
+    names = ", ".join(f"{name} ({parts} parts)" for name, parts in resumed)
+    return (f"{len(resumed)} run(s) were cut off and continued from their last finished epoch "
+            f"(resume states; the result equals an uninterrupted run's, and their seconds per "
+            f"epoch are each epoch's own): {names}.")
+
+
 def render(exp: Experiment, collected: Collected, command: str) -> str:
     metric = _valid_metric(collected)
     run = collected.any_run() or {}
@@ -585,6 +596,9 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
     note = _load_note(collected)
     if note:
         lines.append(note + " The machine is shared: timings are noisy.")
+    resumed = _resumed_note(collected)
+    if resumed:
+        lines.append(resumed)
     lines.append("")
     lines += _significance_section(exp, collected)
     lines += _variants_section(exp, collected)

@@ -231,6 +231,8 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
     assert ([entry["train_loss"] for entry in resumed["valid_curve"]]
             == [entry["train_loss"] for entry in straight["valid_curve"]])
     assert not (out / "partial").exists()  # the finished run's state and folders are gone
+    assert "1 run(s) were cut off and continued" in (out / "report.md").read_text()
+    assert "cut off" not in (tmp_path / "straight" / "report.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
