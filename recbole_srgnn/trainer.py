@@ -21,15 +21,15 @@ adds to :class:`recbole.trainer.Trainer`:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
 import pickle
+import random
 import time
 import uuid
 from typing import Any, Callable, Mapping
-
-import contextlib
 
 import numpy as np
 import recbole.trainer.trainer as recbole_trainer_module
@@ -321,9 +321,9 @@ class SessionTrainer(Trainer):
                           settings: Mapping | None = None) -> dict:
         """Restore a state written by ``save_resume_state``; ``fit`` then goes on from there.
 
-        ``settings``: if given, the state's stored settings must equal them (InputError before
-        anything is loaded), apart from ``RESUME_EXEMPT`` keys. Returns the state. Sets ``training_finished`` when the saved run had
-        already stopped (then only testing is left).
+        ``settings``: if given, the state's stored settings must equal them apart from
+        ``RESUME_EXEMPT`` keys (InputError before anything is loaded). Returns the state. Sets
+        ``training_finished`` when the saved run had already stopped (then only testing is left).
         """
         path = os.fspath(path)
         try:
@@ -390,8 +390,6 @@ def _identity(settings: Mapping | None) -> dict | None:
 def _rng_states(train_data) -> dict:
     """The random-number states training draws from: torch (CPU, CUDA), the training loader's
     shuffling generator, NumPy and Python (as tensors and numbers, for weights-only loading)."""
-    import random
-
     np_state = np.random.get_state()
     py_state = random.getstate()
     generator = getattr(train_data, "generator", None)
@@ -406,8 +404,6 @@ def _rng_states(train_data) -> dict:
 
 
 def _set_rng_states(states: Mapping, train_data) -> None:
-    import random
-
     torch.set_rng_state(states["torch"].cpu())
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
