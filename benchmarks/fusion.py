@@ -208,7 +208,6 @@ def _metrics(result: Mapping | None) -> dict:
 
 
 EVAL_ONLY = ("rule_fusion", "rule_steps", "rule_repeat_boost")  # options training does not read
-IGNORED_IN_CHECK = {"checkpoint_dir", "show_progress", "data_path", *EVAL_ONLY}
 
 
 def expected_settings(plan: FusionPlan, seed: int) -> dict:
@@ -229,8 +228,12 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> 
     if trained.get("model") != plan.model or trained.get("dataset") != plan.dataset:
         raise InputError(f"{where} is {trained.get('model')} on {trained.get('dataset')}, "
                          f"not {plan.model} on {plan.dataset}")
+    from recbole_srgnn.trainer import RESUME_EXEMPT  # (imports torch: not at module load)
+
+    # where files go / how progress shows (the trainer's list), and what only evaluation reads
+    ignored = {*RESUME_EXEMPT, *EVAL_ONLY}
     for key, value in expected_settings(plan, seed).items():
-        if key in IGNORED_IN_CHECK:
+        if key in ignored:
             continue
         if json.dumps(config.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
             raise InputError(f"{where} was trained with {key}={config.get(key)!r}, "
