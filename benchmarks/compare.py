@@ -489,7 +489,8 @@ def _load_average() -> list[float] | None:
 def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = None) -> dict:
     """Train/test one run through ``pipeline.run`` and write its JSON atomically (used in the
     child process and in-process). ``job``: model, dataset, config_dict, path, compare, threads,
-    scratch, resume_file (optional: continue from / keep the training state there). ``on_epoch({"epoch", "score", "seconds"})`` follows each validation."""
+    scratch, resume_file (optional: continue from / keep the training state there).
+    ``on_epoch({"epoch", "score", "seconds"})`` follows each validation."""
     import torch
 
     from recbole_srgnn import pipeline

@@ -18,8 +18,9 @@ Finished seeds (``benchmarks/results/<name>/runs/seed<N>.json``) are never redon
 mid-way goes on where it stopped: its training state after every epoch (``pipeline.run``'s
 ``resume_file``), its best checkpoint and its training result wait in
 ``<out>/partial/seed<N>-<settings hash>/`` (not committed, removed once the seed is recorded), so
-a rerun continues training at the next epoch, or goes straight to the sweep if training ended. The report (``report.md``, ``runs.csv``, ``alpha_valid.png``) covers the
-finished seeds and says so when some are missing.
+a rerun continues training at the next epoch, or goes straight to the sweep if training ended.
+The report (``report.md``, ``runs.csv``, ``alpha_valid.png``) covers the finished seeds and says
+so when some are missing.
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
             say(f"    training finished before an interruption (best epoch "
                 f"{trained['best_epoch'] + 1}); sweeping", flush=True)
     else:
-        say(f"    trained before: {trained['checkpoint']} (best epoch {trained['best_epoch']})",
+        say(f"    trained before: {trained['checkpoint']} (best epoch {trained['best_epoch'] + 1})",
             flush=True)
     if trained is None:
         scratch.mkdir(parents=True, exist_ok=True)
