@@ -818,7 +818,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 todo, _, _ = plan(exp, out, args.data_path, args.models, args.seeds)
                 todo = [spec for spec in todo if all(spec.path != f.path for f, _ in failures)]
         except KeyboardInterrupt:
-            print(f"\ninterrupted: rerun the same command to resume ({command})", file=sys.stderr)
+            rerun = command + "".join(f" --{option} {' '.join(map(str, values))}" for option, values
+                                      in (("models", args.models), ("seeds", args.seeds)) if values)
+            print(f"\ninterrupted: rerun the same command to resume ({rerun})", file=sys.stderr)
             raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
