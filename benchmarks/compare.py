@@ -42,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from recbole_srgnn.errors import InputError, cli_errors
+from recbole_srgnn.errors import InputError, cli_errors, sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -66,6 +67,7 @@ RESERVED = {"seed", "model", "dataset", "checkpoint_dir", "benchmark_filename"}
 # Where things are, not what is computed: left out of the settings hash.
 HASH_EXEMPT = {"data_path", "show_progress"}
 EPOCH_MARK = "@@compare-epoch "  # a child process's line that reports a validation epoch
+CHILD_GRACE_S = 30.0  # seconds a run's child gets to end after Ctrl-C before it is killed
 SHORT = {"learning_rate": "lr", "embedding_size": "d", "hidden_size": "h", "weight_decay": "wd",
          "embedding_dropout": "emb_drop", "hidden_dropout": "hid_drop", "dropout_prob": "drop",
          "dropout_probs": "drops", "train_batch_size": "batch"}
@@ -630,14 +632,19 @@ def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: b
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     lines = []
-    for line in proc.stdout:  # the child's epoch lines are shown; the rest is kept for the log
-        if line.startswith(EPOCH_MARK):
-            if on_epoch is not None:
-                on_epoch(json.loads(line[len(EPOCH_MARK):]))
-        else:
-            lines.append(line)
-    proc.wait()
-    proc.stdout.close()
+    try:
+        for line in proc.stdout:  # the child's epoch lines are shown; the rest is kept for the log
+            if line.startswith(EPOCH_MARK):
+                if on_epoch is not None:
+                    on_epoch(json.loads(line[len(EPOCH_MARK):]))
+            else:
+                lines.append(line)
+        proc.wait()
+    except BaseException:  # the parent alone was stopped: never leave the child training on
+        stop_child(proc)
+        raise
+    finally:
+        proc.stdout.close()
     output = "".join(lines)
     run, why = read_run(spec.path, spec.spec_hash)
     if proc.returncode == 0 and run is not None:
@@ -648,6 +655,20 @@ def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: b
         raise KeyboardInterrupt
     reason = _last_line(output) if proc.returncode else f"no complete results ({why})"
     return None, f"exit {proc.returncode}: {reason[:300]}"
+
+
+def stop_child(proc: subprocess.Popen, grace: float = CHILD_GRACE_S) -> None:
+    """Stop a run's child process: Ctrl-C first (it keeps its last finished epoch in the resume
+    state either way), then a kill if it has not ended within ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _progress_metric(run: Mapping[str, Any]) -> str:
@@ -841,4 +862,5 @@ if __name__ == "__main__":
     # Run the imported module's main, so that benchmarks.report and this code share one module.
     from benchmarks.compare import main as _main
 
+    sigterm_as_interrupt()  # `kill` on the parent also stops the run's child (see execute)
     sys.exit(_main())

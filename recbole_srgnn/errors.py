@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import sys
 from typing import Callable
 
@@ -41,3 +42,12 @@ def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         return 0 if rc is None else int(rc)
 
     return wrapper
+
+
+def sigterm_as_interrupt() -> None:
+    """Make SIGTERM (``kill PID``) end the program like Ctrl-C, so its cleanup code runs."""
+
+    def _raise(signum, frame):  # noqa: ARG001 - the signal module's handler signature
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _raise)

@@ -236,6 +236,44 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
     assert "cut off" not in (tmp_path / "straight" / "report.md").read_text()
 
 
+def test_parent_stopped_alone_stops_its_isolated_child(smoke, tmp_path, monkeypatch):
+    """`kill` on the parent only (no Ctrl-C to the process group): the run's child must not go on
+    training as an orphan, and the epoch it finished stays resumable."""
+    data = pipeline.load_yaml(SMOKE)
+    data["settings"].update(epochs=20, stopping_step=20)
+    data.update(name="orphan", seeds=[1], reference="GRU4Rec", isolate=True, threads=1,
+                tuning={"budget": 1}, models=[{"name": "GRU4Rec", "grid": {"learning_rate": [0.01]}}])
+    path = tmp_path / "orphan.yaml"
+    path.write_text(json.dumps(data))  # JSON is YAML
+    children = []
+    real_popen = compare.subprocess.Popen
+    monkeypatch.setattr(compare.subprocess, "Popen",
+                        lambda *a, **kw: children.append(real_popen(*a, **kw)) or children[-1])
+
+    def parent_killed(self, info):
+        raise KeyboardInterrupt  # what sigterm_as_interrupt turns `kill PARENT` into
+
+    monkeypatch.setattr(compare.RunProgress, "epoch", parent_killed)
+    out = tmp_path / "out"
+    rc, _, err = call(["--config", path, "--data-path", smoke["root"] / "data", "--out", out])
+    assert rc == 130 and "rerun the same command to resume" in err
+    assert len(children) == 1 and children[0].returncode is not None  # stopped and reaped
+    assert len(list((out / "partial").rglob("*.pth"))) == 1  # epoch 1 is kept for the rerun
+    assert not (out / "runs").exists() or not list((out / "runs").rglob("*.json"))
+
+
+def test_stop_child_kills_a_child_that_ignores_ctrl_c():
+    code = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)")
+    proc = compare.subprocess.Popen([compare.sys.executable, "-c", code],
+                                    stdout=compare.subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    compare.stop_child(proc, grace=0.5)
+    assert proc.returncode == -9  # SIGKILL after the grace period
+    proc.stdout.close()
+    compare.stop_child(proc)  # a finished child: nothing to do
+
+
 # ---------------------------------------------------------------------------------------------
 # Selection, planning, statistics (fake runs, no training)
 # ---------------------------------------------------------------------------------------------
