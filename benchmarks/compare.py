@@ -772,6 +772,10 @@ def _preflight(exp: Experiment, todo: Sequence[RunSpec]) -> None:
 
 
 def _child(job_file: str) -> int:
+    # A parent started in the background (`cmd &`) passes on an ignored SIGINT: restore Ctrl-C so
+    # that stop_child's SIGINT ends the run cleanly; `kill` (SIGTERM) does the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sigterm_as_interrupt()
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     run_one(job, on_epoch=lambda info: print(EPOCH_MARK + json.dumps(info), flush=True))
     return 0
