@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 from recbole.data import create_dataset, data_preparation
+from recbole.data.interaction import cat_interactions
 from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
@@ -123,14 +124,37 @@ def load_prepared(config):
     return payload["dataset"], payload["built"]
 
 
+def train_on_valid(config) -> bool:
+    """The ``train_on_valid`` option: train on the training and validation cases together."""
+    value = config["train_on_valid"] if "train_on_valid" in config else False
+    if value not in (None, True, False):
+        raise InputError(f"train_on_valid must be true or false, got {value!r}")
+    return bool(value)
+
+
+def with_valid_cases(train_dataset, valid_dataset):
+    """A copy of the built training split that also holds the validation cases (after them)."""
+    return train_dataset.copy(cat_interactions([train_dataset.inter_feat, valid_dataset.inter_feat]))
+
+
 def prepare_data(config):
     """``(dataset, train_data, valid_data, test_data)`` for ``config``, like RecBole's
-    ``create_dataset`` + ``data_preparation``; from ``prepared_data_path`` when it fits."""
+    ``create_dataset`` + ``data_preparation``; from ``prepared_data_path`` when it fits.
+
+    With ``train_on_valid`` the training data also hold the validation cases (the validation
+    data stay as they are, and are then in-sample)."""
     prepared = load_prepared(config)
-    if prepared is None:
+    refit = train_on_valid(config)
+    if prepared is None and not refit:
         dataset = load_dataset(config)
         return (dataset, *data_preparation(config, dataset))
-    dataset, built = prepared
+    if prepared is None:
+        dataset = load_dataset(config)
+        built = dataset.build()
+    else:
+        dataset, built = prepared
+    if refit:
+        built = [with_valid_cases(built[0], built[1]), built[1], built[2]]
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
     train_data = get_dataloader(config, "train")(config, built[0], train_sampler,
                                                   shuffle=config["shuffle"])

@@ -12,7 +12,9 @@ adds to :class:`recbole.trainer.Trainer`:
   epoch, for the results JSON; an ``epoch_callback(epoch, valid_result, valid_score)`` hook;
 - early stopping on *strict* improvement: RecBole counts a validation score equal to the best
   as an improvement, so once step decay has shrunk the learning rate and the (rounded) score
-  stops moving, training never stops. Here an equal score counts as no improvement;
+  stops moving, training never stops. Here an equal score counts as no improvement. With
+  ``train_on_valid`` (validation cases in the training data) nothing stops early: exactly
+  ``epochs`` epochs run and the last one is the model tested;
 - an optional *resume state* (``resume_file``), written atomically after every validation: the
   weights, optimizer, scheduler, early-stopping counters, epoch record, best weights and every
   random-number state training draws from. An interrupted run continues from its last finished
@@ -39,6 +41,7 @@ from recbole.utils import get_local_time
 
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.prepared_data import train_on_valid
 
 CHECKPOINT_FORMAT = "recbole_srgnn-1"
 RESUME_FORMAT = "recbole_srgnn-resume-1"
@@ -59,11 +62,17 @@ def strict_early_stopping(value, best, cur_step, max_step, bigger=True):
     return best, cur_step, cur_step > max_step, False
 
 
+def every_epoch_kept(value, best, cur_step, max_step, bigger=True):
+    """``early_stopping`` for ``train_on_valid``: the validation is in-sample, so it chooses
+    nothing; every epoch replaces the "best" model (the last one is tested) and none stops."""
+    return value, 0, False, True
+
+
 @contextlib.contextmanager
-def _strict_early_stopping():
-    """Use :func:`strict_early_stopping` inside RecBole's ``Trainer.fit`` for one call."""
+def _strict_early_stopping(rule=strict_early_stopping):
+    """Use ``rule`` (:func:`strict_early_stopping`) inside RecBole's ``Trainer.fit`` for one call."""
     original = recbole_trainer_module.early_stopping
-    recbole_trainer_module.early_stopping = strict_early_stopping
+    recbole_trainer_module.early_stopping = rule
     try:
         yield
     finally:
@@ -226,7 +235,8 @@ class SessionTrainer(Trainer):
                 epoch_callback(int(epoch_idx), dict(self.last_valid_result or {}), float(valid_score))
 
         # Always "saved" for RecBole: our _save_checkpoint decides between file and memory.
-        with _strict_early_stopping():
+        rule = every_epoch_kept if train_on_valid(self.config) else strict_early_stopping
+        with _strict_early_stopping(rule):
             return super().fit(
                 train_data, valid_data, verbose=verbose, saved=True,
                 show_progress=show_progress, callback_fn=after_validation,

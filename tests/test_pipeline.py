@@ -343,3 +343,33 @@ def test_default_result_path_keeps_dotted_names_and_never_overwrites(tmp_path):
     first.write_text("{}")
     second = pipeline._default_result_path(config, "SRGNN", "data.v2")
     assert second != first and not second.exists()
+
+
+def test_train_on_valid_trains_on_both_splits_for_exactly_epochs(workdir, monkeypatch):
+    from recbole_srgnn.trainer import SessionTrainer
+
+    real = SessionTrainer._valid_epoch
+
+    def worse_each_time(self, valid_data, show_progress=False):  # every validation < the last
+        _, result = real(self, valid_data, show_progress=show_progress)
+        return -float(len(self.valid_curve)), result
+
+    monkeypatch.setattr(SessionTrainer, "_valid_epoch", worse_each_time)
+    settings = dict(epochs=3, stopping_step=0)
+    plain = pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, **settings),
+                         result_file=workdir / "plain.json", saved=False, quiet=True)
+    assert plain["epochs_trained"] == 2 and plain["best_epoch"] == 0  # early stopping works
+    refit = pipeline.run("SRGNN", "tiny",
+                         config_dict=tiny_dict(workdir, **settings, train_on_valid=True),
+                         result_file=workdir / "refit.json", saved=False, quiet=True)
+    assert refit["train_cases"] == plain["train_cases"] + plain["valid_cases"]
+    assert (refit["valid_cases"], refit["test_cases"]) == (plain["valid_cases"], plain["test_cases"])
+    assert refit["epochs_trained"] == 3 and refit["best_epoch"] == 2  # no stop; the last is kept
+    _check_metrics(refit["test_result"])
+    assert refit["test_result"] != plain["test_result"]
+
+
+def test_train_on_valid_must_be_a_boolean(workdir):
+    with pytest.raises(InputError, match="train_on_valid must be true or false"):
+        pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, train_on_valid="sometimes"),
+                     result_file=workdir / "bad.json", saved=False, quiet=True)
