@@ -14,6 +14,11 @@ nothing.
     python -m benchmarks.fusion --config ... --trained 1=results.json  # seed 1 trained by run.py
     python -m benchmarks.fusion --config ... --only-report  # rebuild the report from finished seeds
 
+With ``refit: true`` each recorded seed is then trained once more, on the training *and*
+validation cases (the pipeline's ``train_on_valid``), for the number of epochs its validation
+chose, and tested alone and fused at the alpha chosen before (a final fit: nothing is chosen on
+it). The refit is added to the seed's record, which stays valid.
+
 Finished seeds (``benchmarks/results/<name>/runs/seed<N>.json``) are never redone. A seed cut off
 mid-way goes on where it stopped: its training state after every epoch (``pipeline.run``'s
 ``resume_file``), its best checkpoint and its training result wait in
@@ -48,8 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 FORMAT = "fusion-1"  # part of every seed's settings hash; bump when a record means something else
 TOP_KEYS = {"name", "description", "dataset", "model", "config_files", "settings", "seeds",
-            "threads", "alphas", "repeat_boosts", "references"}
-RESERVED = {"seed", "rule_fusion", "checkpoint_dir", "model", "dataset"}
+            "threads", "alphas", "repeat_boosts", "references", "refit"}
+RESERVED = {"seed", "rule_fusion", "checkpoint_dir", "model", "dataset", "train_on_valid"}
 METRICS = [key for key, _ in METRIC_LABELS]  # the comparison report's metrics and labels
 LABELS = dict(METRIC_LABELS)
 
@@ -75,6 +80,7 @@ class FusionPlan:
     alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     repeat_boosts: list[float] | None = None  # rule_repeat_boost values swept with alpha (None: the setting's)
     references: dict = field(default_factory=dict)  # label -> [compare run JSONs]
+    refit: bool = False  # also train each recorded seed again on train + valid (train_on_valid)
 
 
 def _fail(where: str, message: str) -> None:
@@ -139,6 +145,10 @@ def parse_plan(data: Any, where: str = "<config>") -> FusionPlan:
             isinstance(v, list) and all(isinstance(p, str) for p in v) for v in references.values()):
         _fail(where, "'references' must map a label to a list of result JSON paths")
     plan.references = {str(k): v for k, v in references.items()}
+    refit = data.get("refit", False)
+    if not isinstance(refit, bool):
+        _fail(where, "'refit' must be true or false")
+    plan.refit = refit
     return plan
 
 
@@ -152,7 +162,8 @@ def load_plan(path: str | os.PathLike) -> FusionPlan:
 
 
 def settings_hash(plan: FusionPlan) -> str:
-    """What a seed's record depends on: model, dataset, config files' text, settings, alphas."""
+    """What a seed's record depends on: model, dataset, config files' text, settings, alphas
+    (not ``refit``: the refit is added to a finished record, which stays valid)."""
     files = {name: _read(name) for name in plan.config_files}
     blob = json.dumps([FORMAT, plan.model, plan.dataset, files, plan.settings, plan.alphas,
                        plan.repeat_boosts],
@@ -180,6 +191,15 @@ def seed_path(out: Path, seed: int) -> Path:
 def partial_path(out: Path, seed: int, expected_hash: str) -> Path:
     """The work folder of a seed in progress (training state, checkpoint, training result)."""
     return out / "partial" / f"seed{seed}-{expected_hash}"
+
+
+def refit_path(out: Path, seed: int, expected_hash: str) -> Path:
+    """The work folder of a seed's refit in progress."""
+    return out / "partial" / f"seed{seed}-{expected_hash}-refit"
+
+
+def needs_refit(plan: FusionPlan, record: Mapping | None) -> bool:
+    return bool(plan.refit and record is not None and not record.get("refit"))
 
 
 def _finished_training(path: Path) -> dict | None:
@@ -336,6 +356,63 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     }
 
 
+def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bool = True) -> dict:
+    """Train the seed's model again on the training + validation cases (``train_on_valid``) for
+    the number of epochs its validation chose, then test it alone and with the rules at the
+    alpha and repeat boost its validation sweep chose. Nothing is chosen here: the validation
+    cases are training data now. The rules come from the same training + validation cases."""
+    import torch
+
+    from recbole_srgnn import pipeline
+
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    say = print if progress else (lambda *a, **k: None)
+    seed, epochs = record["seed"], int(record["best_epoch"]) + 1
+    trained = _finished_training(scratch / "refit.json")
+    if trained is None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        resume_file = scratch / "refit.resume.pth"
+        if resume_file.is_file():
+            say("    continuing the refit cut off before", flush=True)
+        config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch),
+                       "rule_fusion": 0, "train_on_valid": True, "epochs": epochs}
+        trained = pipeline.run(
+            plan.model, plan.dataset, _config_paths(plan), config_dict, saved=True, quiet=True,
+            test=False, result_file=scratch / "refit.json", resume_file=resume_file,
+            epoch_callback=lambda epoch, result, score: say(
+                f"    refit epoch {epoch + 1}/{epochs} done", flush=True))
+        if not trained.get("checkpoint"):
+            raise InputError(f"seed {seed}: the refit wrote no checkpoint")
+    evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
+    alpha, boost = record["chosen_alpha"], record.get("chosen_repeat_boost")
+    loaded = pipeline.load_trained(trained["checkpoint"],
+                                   {**evaluation, "rule_fusion": alpha or max(plan.alphas)}, quiet=True)
+    net, trainer = loaded.trainer.model, loaded.trainer
+
+    def evaluate(a: float) -> dict:
+        net.rule_fusion = a
+        if boost is not None:
+            net.rules.repeat_boost = boost
+        return _metrics(trainer.evaluate(loaded.test_data, load_best_model=False))
+
+    test_plain = evaluate(0.0)
+    test_fused = evaluate(alpha) if alpha else test_plain
+    metric = record["valid_metric"]
+    say(f"    refit on train + valid ({epochs} epochs): test {metric} {test_plain[metric]:.4f} "
+        f"(alpha 0) -> {test_fused[metric]:.4f}", flush=True)
+    return {
+        "epochs": epochs,
+        "test_plain": test_plain,
+        "test_fused": test_fused,
+        "train_cases": trained.get("train_cases"),
+        "seconds_per_epoch": trained.get("seconds_per_epoch"),
+        "train_seconds": trained.get("seconds_total"),
+        "training_parts": trained.get("training_parts", 1),
+        "peak_rss_mb": trained.get("peak_rss_mb"),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
@@ -406,13 +483,24 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
         f"point with the best validation {metric} is tested, and so is alpha = 0 (the model alone) for "
         "the paired comparison. The rules are the SequenceRules scorer of the same training split "
         f"({_rule_text(records)}). Test metrics choose nothing.",
-        "",
-        "## Test results (mean ± std over seeds)",
-        "",
     ]
+    refits = [r for r in records if r.get("refit")]
+    if plan.refit or refits:
+        lines.append(
+            "- Refit (final fit): after its sweep, each seed's model is trained again, same "
+            "settings and seed, on the training **and validation** cases (`train_on_valid`) for "
+            "the number of epochs its validation chose (best epoch), and that last epoch is tested "
+            "alone and with the rules (now counted on training + validation cases) at the alpha and "
+            "repeat boost chosen before. Nothing is chosen on the refit: the validation cases are "
+            f"training data there. Refitted seeds: {len(refits)} of {len(plan.seeds)}.")
+    lines += ["", "## Test results (mean ± std over seeds)", ""]
     header = ["model", "seeds", *[label(m) for m in METRICS]]
     table = [_row("SR-GNN option alone (alpha = 0)", [r["test_plain"] for r in records]),
              _row("SR-GNN + rules (alpha chosen on validation)", [r["test_fused"] for r in records])]
+    if refits:
+        table += [_row("refit on train + valid, alone", [r["refit"]["test_plain"] for r in refits]),
+                  _row("refit on train + valid + rules (same alpha)",
+                       [r["refit"]["test_fused"] for r in refits])]
     for name, runs in _reference_rows(plan).items():
         table.append(_row(f"{name} (reference)", [_metrics(r.get("test_result")) for r in runs]))
     lines += _md_table(header, table)
@@ -431,6 +519,17 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
                      f"{test['diff']:+.4f}" if test["diff"] is not None else "–",
                      _p(test["t_p"]), _p(test["w_p"]), test["note"]])
     lines += _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
+    if refits:
+        lines += ["", "## Refit on train + valid vs trained on train only (both with the rules)",
+                  "", "Same tests, over the refitted seeds; diff = refit − train only.", ""]
+        rows = []
+        for m in SIGNIFICANCE_METRICS:
+            test = paired_test({r["seed"]: r["refit"]["test_fused"][m] for r in refits},
+                               {r["seed"]: r["test_fused"][m] for r in refits})
+            rows.append([label(m), str(test["n"]),
+                         f"{test['diff']:+.4f}" if test["diff"] is not None else "–",
+                         _p(test["t_p"]), _p(test["w_p"]), test["note"]])
+        lines += _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
     lines += ["", f"## Validation {label(metric)} by alpha", ""]
     sweep_rows = []
     for r in records:
@@ -447,6 +546,14 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
         [[str(r["seed"]), r.get("trained_by", "–"), str(r["epochs_trained"]), str(r["best_epoch"] + 1),
           f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "–",
           f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "–"] for r in records])
+    if refits:
+        lines += ["", "Refit on train + valid:", ""]
+        lines += _md_table(
+            ["seed", "training cases", "epochs", "train s/epoch", "peak RSS MB"],
+            [[str(r["seed"]), str(r["refit"].get("train_cases")), str(r["refit"]["epochs"]),
+              f"{r['refit']['seconds_per_epoch']:.1f}" if r["refit"].get("seconds_per_epoch") else "–",
+              f"{r['refit']['peak_rss_mb']:.0f}" if r["refit"].get("peak_rss_mb") else "–"]
+             for r in refits])
     box = machine()
     versions = records[0]["versions"] if records else {}
     lines += ["", "## Machine and versions", "",
@@ -468,8 +575,15 @@ def run_rows(records: Sequence[dict]) -> list[dict]:
         tested = [(0.0, None, r["test_plain"])]
         if r["chosen_alpha"]:
             tested.append((r["chosen_alpha"], r.get("chosen_repeat_boost"), r["test_fused"]))
-        for alpha, boost, test in tested:
-            row = {"seed": r["seed"], "alpha": alpha, "repeat_boost": boost, "split": "test",
+        split = [("test", t) for t in tested]
+        if r.get("refit"):
+            refit = r["refit"]
+            split.append(("test-refit", (0.0, None, refit["test_plain"])))
+            if r["chosen_alpha"]:
+                split.append(("test-refit", (r["chosen_alpha"], r.get("chosen_repeat_boost"),
+                                             refit["test_fused"])))
+        for name, (alpha, boost, test) in split:
+            row = {"seed": r["seed"], "alpha": alpha, "repeat_boost": boost, "split": name,
                    "chosen": alpha == r["chosen_alpha"]}
             row.update({m: test.get(m) for m in METRICS})
             rows.append(row)
@@ -537,6 +651,17 @@ def _parse_trained(items: Sequence[str], plan: FusionPlan) -> dict[int, dict]:
     return given
 
 
+def _write_record(out: Path, seed: int, record: Mapping, scratch: Path) -> None:
+    """Write a seed's record atomically, then drop the work folder it came from."""
+    path = seed_path(out, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_outputs([path]) as (tmp,):
+        Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True))
+    shutil.rmtree(scratch, ignore_errors=True)  # recorded: its work files are done
+    with contextlib.suppress(OSError):
+        scratch.parent.rmdir()  # partial/, when no other seed is in progress
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {message}\n")
@@ -571,25 +696,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         given = _parse_trained(args.trained, plan)
         command = " ".join(["python -m benchmarks.fusion", "--config", shlex.quote(args.config)])
         expected = settings_hash(plan)
+        records = {s: read_seed(seed_path(out, s), expected) for s in seeds}
         todo = [] if args.only_report else [
-            s for s in seeds if read_seed(seed_path(out, s), expected) is None]
-        done = sum(read_seed(seed_path(out, s), expected) is not None for s in seeds)
+            s for s in seeds if records[s] is None or needs_refit(plan, records[s])]
         if not args.quiet:
-            print(f"{plan.name}: {len(seeds)} seed(s), {done} finished, {len(todo)} to run", flush=True)
+            finished = sum(r is not None for r in records.values())
+            refits = sum(r is None or needs_refit(plan, r) for r in records.values())
+            print(f"{plan.name}: {len(seeds)} seed(s), {finished} finished, "
+                  f"{len(seeds) - finished} to run"
+                  + (f", {refits} to refit on train + valid" if plan.refit else ""), flush=True)
         for i, seed in enumerate(todo, 1):
+            record = records[seed]
             if not args.quiet:
-                doing = "trained before" if seed in given else "training"
+                doing = ("refitting" if record is not None else
+                         "trained before" if seed in given else "training")
                 print(f"[{i}/{len(todo)}] seed {seed}: {doing} {plan.model} on {plan.dataset}", flush=True)
-            scratch = partial_path(out, seed, expected)
-            record = run_seed(plan, seed, scratch, progress=not args.quiet, trained=given.get(seed))
-            record["settings_hash"] = expected
-            path = seed_path(out, seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_outputs([path]) as (tmp,):
-                Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True))
-            shutil.rmtree(scratch, ignore_errors=True)  # recorded: its work files are done
-            with contextlib.suppress(OSError):
-                scratch.parent.rmdir()  # partial/, when no other seed is in progress
+            if record is None:
+                scratch = partial_path(out, seed, expected)
+                record = run_seed(plan, seed, scratch, progress=not args.quiet, trained=given.get(seed))
+                record["settings_hash"] = expected
+                _write_record(out, seed, record, scratch)
+            if needs_refit(plan, record):
+                scratch = refit_path(out, seed, expected)
+                record["refit"] = refit_seed(plan, record, scratch, progress=not args.quiet)
+                _write_record(out, seed, record, scratch)
         report = write_report(plan, out, command)
         if not args.quiet:
             print(f"report: {report}")

@@ -290,3 +290,57 @@ def test_a_seed_cut_off_continues_training_then_skips_it(fused_run, tmp_path, mo
         else:
             assert record[key] == straight[key]
     assert not (out / "partial").exists()
+
+
+def test_refit_trains_finished_seeds_again_on_train_and_valid(fused_run, tmp_path, monkeypatch):
+    """refit: true adds a final fit to finished records (kept valid), for the chosen epoch count."""
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    for name in ("seed1.json", "seed2.json"):
+        (out / "runs" / name).write_text((fused_run["out"] / "runs" / name).read_text())
+    before = records(out)
+    config = write_config(tmp_path, fused_run["root"], refit=True)
+    monkeypatch.setattr(fusion, "run_seed", lambda *a, **k: pytest.fail("trained from scratch"))
+    real_run = pipeline.run
+    runs = []
+
+    def recording_run(*args, **kwargs):
+        runs.append(args[3])  # config_dict
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run", recording_run)
+    rc, text, err = call(["--config", config, "--output", out])
+    assert rc == 0, err
+    assert "2 finished, 0 to run, 2 to refit on train + valid" in text
+    assert "seed 1: refitting SRGNN on tiny" in text
+    after = records(out)
+    assert [r["train_on_valid"] for r in runs] == [True, True]
+    assert [r["epochs"] for r in runs] == [before[s]["best_epoch"] + 1 for s in (1, 2)]
+    for seed in (1, 2):
+        refit = after[seed].pop("refit")
+        assert after[seed] == before[seed]  # the record itself is untouched
+        data = before[seed]["data"]
+        assert refit["train_cases"] == data["train_cases"] + data["valid_cases"]
+        assert refit["epochs"] == before[seed]["best_epoch"] + 1
+        assert set(refit["test_fused"]) >= set(fusion.METRICS)
+        assert refit["test_plain"] != before[seed]["test_plain"]  # another model was tested
+        if before[seed]["chosen_alpha"]:
+            assert refit["test_fused"] != refit["test_plain"]
+    assert not (out / "partial").exists()
+    report = (out / "report.md").read_text()
+    assert "Refitted seeds: 2 of 2" in report
+    assert "| refit on train + valid + rules (same alpha) | 2 |" in report
+    assert "## Refit on train + valid vs trained on train only" in report
+    with open(out / "runs.csv", newline="") as handle:
+        assert len([r for r in csv.DictReader(handle) if r["split"] == "test-refit"]) == 4
+    # done: a rerun refits nothing, and without refit the report has no refit rows to invent
+    runs.clear()
+    rc, text, _ = call(["--config", config, "--output", out])
+    assert rc == 0 and runs == [] and "2 finished, 0 to run, 0 to refit" in text
+    rc, _, _ = call(["--config", fused_run["config"], "--output", fused_run["out"], "--only-report"])
+    assert "refit" not in (fused_run["out"] / "report.md").read_text().lower()
+
+
+def test_refit_must_be_a_boolean(tmp_path):
+    rc, _, err = call(["--config", write_config(tmp_path, refit="yes"), "--output", tmp_path / "o"])
+    assert rc == 2 and "'refit' must be true or false" in err
