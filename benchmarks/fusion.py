@@ -459,6 +459,18 @@ def _rule_text(records: Sequence[dict]) -> str:
     return f"`rule_steps: {records[0]['rules']['rule_steps']}`"
 
 
+def _paired_table(records: Sequence[dict], first, second) -> list[str]:
+    """Paired tests over seeds of ``first(record)`` − ``second(record)`` test metrics."""
+    rows = []
+    for m in SIGNIFICANCE_METRICS:
+        test = paired_test({r["seed"]: first(r)[m] for r in records},
+                           {r["seed"]: second(r)[m] for r in records})
+        rows.append([label(m), str(test["n"]),
+                     f"{test['diff']:+.4f}" if test["diff"] is not None else "–",
+                     _p(test["t_p"]), _p(test["w_p"]), test["note"]])
+    return _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
+
+
 def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
     missing = [s for s in plan.seeds if s not in {r["seed"] for r in records}]
     metric = records[0]["valid_metric"] if records else "mrr@10"
@@ -510,26 +522,11 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
     lines += ["## Fused vs the model alone: paired over seeds", "",
               "Two-sided paired t-test and Wilcoxon signed-rank test over training seeds on one "
               "fixed test set (p < 0.05 in bold); diff = fused − alone.", ""]
-    rows = []
-    for m in SIGNIFICANCE_METRICS:
-        fused = {r["seed"]: r["test_fused"][m] for r in records}
-        plain = {r["seed"]: r["test_plain"][m] for r in records}
-        test = paired_test(fused, plain)
-        rows.append([label(m), str(test["n"]),
-                     f"{test['diff']:+.4f}" if test["diff"] is not None else "–",
-                     _p(test["t_p"]), _p(test["w_p"]), test["note"]])
-    lines += _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
+    lines += _paired_table(records, lambda r: r["test_fused"], lambda r: r["test_plain"])
     if refits:
         lines += ["", "## Refit on train + valid vs trained on train only (both with the rules)",
                   "", "Same tests, over the refitted seeds; diff = refit − train only.", ""]
-        rows = []
-        for m in SIGNIFICANCE_METRICS:
-            test = paired_test({r["seed"]: r["refit"]["test_fused"][m] for r in refits},
-                               {r["seed"]: r["test_fused"][m] for r in refits})
-            rows.append([label(m), str(test["n"]),
-                         f"{test['diff']:+.4f}" if test["diff"] is not None else "–",
-                         _p(test["t_p"]), _p(test["w_p"]), test["note"]])
-        lines += _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
+        lines += _paired_table(refits, lambda r: r["refit"]["test_fused"], lambda r: r["test_fused"])
     lines += ["", f"## Validation {label(metric)} by alpha", ""]
     sweep_rows = []
     for r in records:
