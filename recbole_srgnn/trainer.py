@@ -48,6 +48,9 @@ RESUME_FORMAT = "recbole_srgnn-resume-1"
 # Settings that say where files go or how progress shows, not what is trained: a resumed run may
 # differ in them (e.g. a fresh scratch checkpoint_dir per attempt).
 RESUME_EXEMPT = frozenset({"checkpoint_dir", "data_path", "show_progress", "log_wandb", "state"})
+# Settings added after resume states were first written, with the value every older state was
+# trained with: a state that lacks one of them still resumes a run that keeps this value.
+RESUME_ADDED = {"train_on_valid": False}
 
 
 def strict_early_stopping(value, best, cur_step, max_step, bigger=True):
@@ -394,7 +397,11 @@ class SessionTrainer(Trainer):
 def _identity(settings: Mapping | None) -> dict | None:
     if settings is None:
         return None
-    return {key: value for key, value in settings.items() if key not in RESUME_EXEMPT}
+    identity = {key: value for key, value in settings.items() if key not in RESUME_EXEMPT}
+    for key, value in RESUME_ADDED.items():
+        if identity.get(key, value) == value:
+            identity.pop(key, None)
+    return identity
 
 
 def _rng_states(train_data) -> dict:

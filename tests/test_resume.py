@@ -120,3 +120,26 @@ def test_a_file_that_is_no_resume_state_is_refused(workdir):
     torch.save({"format": "recbole_srgnn-1"}, checkpoint)
     with pytest.raises(InputError, match="not a recbole_srgnn resume state"):
         run(workdir, "SRGNN", "wrong-format", saved=False, resume_file=checkpoint)
+
+
+def test_state_from_before_an_added_setting_resumes_a_run_that_keeps_its_default(workdir):
+    """States written before ``train_on_valid`` existed lack it; they were trained with False."""
+    state = workdir / "older.resume.pth"
+    with pytest.raises(Interrupted):
+        run(workdir, "SRGNN", "older-cut", saved=False, resume_file=state,
+            epoch_callback=interrupt_after(0))
+    saved = torch.load(state, weights_only=True)
+    assert saved["settings"]["train_on_valid"] is False
+    del saved["settings"]["train_on_valid"]  # as an older version wrote it
+    torch.save(saved, state)
+    before = state.read_bytes()
+
+    with pytest.raises(InputError, match="other settings"):  # a final fit is another run
+        run(workdir, "SRGNN", "older-refit", saved=False, resume_file=state,
+            extra={"train_on_valid": True})
+    assert state.read_bytes() == before
+
+    epochs_seen = []
+    resumed = run(workdir, "SRGNN", "older-resumed", saved=False, resume_file=state,
+                  epoch_callback=lambda epoch, *rest: epochs_seen.append(epoch))
+    assert epochs_seen == [1, 2] and resumed["training_parts"] == 2
