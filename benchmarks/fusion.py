@@ -19,6 +19,12 @@ validation cases (the pipeline's ``train_on_valid``), for the number of epochs i
 chose, and tested alone and fused at the alpha chosen before (a final fit: nothing is chosen on
 it). The refit is added to the seed's record, which stays valid.
 
+Every recorded seed's model (and refit) is kept in ``<out>/models/`` (git-ignored). With
+``ensemble: true`` the seeds' models then also rank together, once all seeds are recorded
+(``benchmarks/ensemble.py``: mean of their probabilities plus the rules, alpha chosen on
+validation); ``--model-file``/``--refit-file SEED=CHECKPOINT`` supply models recorded before
+they were kept, and a missing one is trained again.
+
 Finished seeds (``benchmarks/results/<name>/runs/seed<N>.json``) are never redone. A seed cut off
 mid-way goes on where it stopped: its training state after every epoch (``pipeline.run``'s
 ``resume_file``), its best checkpoint and its training result wait in
@@ -53,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 FORMAT = "fusion-1"  # part of every seed's settings hash; bump when a record means something else
 TOP_KEYS = {"name", "description", "dataset", "model", "config_files", "settings", "seeds",
-            "threads", "alphas", "repeat_boosts", "references", "refit"}
+            "threads", "alphas", "repeat_boosts", "references", "refit", "ensemble"}
 RESERVED = {"seed", "rule_fusion", "checkpoint_dir", "model", "dataset", "train_on_valid"}
 METRICS = [key for key, _ in METRIC_LABELS]  # the comparison report's metrics and labels
 LABELS = dict(METRIC_LABELS)
@@ -81,6 +87,7 @@ class FusionPlan:
     repeat_boosts: list[float] | None = None  # rule_repeat_boost values swept with alpha (None: the setting's)
     references: dict = field(default_factory=dict)  # label -> [compare run JSONs]
     refit: bool = False  # also train each recorded seed again on train + valid (train_on_valid)
+    ensemble: bool = False  # also rank with all seeds' models together (benchmarks/ensemble.py)
 
 
 def _fail(where: str, message: str) -> None:
@@ -149,6 +156,12 @@ def parse_plan(data: Any, where: str = "<config>") -> FusionPlan:
     if not isinstance(refit, bool):
         _fail(where, "'refit' must be true or false")
     plan.refit = refit
+    ensemble = data.get("ensemble", False)
+    if not isinstance(ensemble, bool):
+        _fail(where, "'ensemble' must be true or false")
+    if ensemble and len(plan.seeds) < 2:
+        _fail(where, "'ensemble' needs at least two seeds")
+    plan.ensemble = ensemble
     return plan
 
 
@@ -163,7 +176,7 @@ def load_plan(path: str | os.PathLike) -> FusionPlan:
 
 def settings_hash(plan: FusionPlan) -> str:
     """What a seed's record depends on: model, dataset, config files' text, settings, alphas
-    (not ``refit``: the refit is added to a finished record, which stays valid)."""
+    (not ``refit`` or ``ensemble``: both are added to finished records, which stay valid)."""
     files = {name: _read(name) for name in plan.config_files}
     blob = json.dumps([FORMAT, plan.model, plan.dataset, files, plan.settings, plan.alphas,
                        plan.repeat_boosts],
@@ -196,6 +209,11 @@ def partial_path(out: Path, seed: int, expected_hash: str) -> Path:
 def refit_path(out: Path, seed: int, expected_hash: str) -> Path:
     """The work folder of a seed's refit in progress."""
     return out / "partial" / f"seed{seed}-{expected_hash}-refit"
+
+
+def model_path(out: Path, seed: int, expected_hash: str, refit: bool = False) -> Path:
+    """Where a recorded seed's model is kept (git-ignored): its best checkpoint, or its refit."""
+    return out / "models" / f"seed{seed}-{expected_hash}{'-refit' if refit else ''}.pth"
 
 
 def needs_refit(plan: FusionPlan, record: Mapping | None) -> bool:
@@ -243,8 +261,10 @@ def expected_settings(plan: FusionPlan, seed: int) -> dict:
     return merged
 
 
-def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> None:
-    """InputError unless ``trained`` (a run.py results JSON) is this plan's model for ``seed``."""
+def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str,
+                  extra: Mapping | None = None) -> None:
+    """InputError unless ``trained`` (a run.py results JSON) is this plan's model for ``seed``
+    (``extra``: settings a refit adds, e.g. ``train_on_valid``)."""
     config = trained.get("config") or {}
     if trained.get("model") != plan.model or trained.get("dataset") != plan.dataset:
         raise InputError(f"{where} is {trained.get('model')} on {trained.get('dataset')}, "
@@ -253,7 +273,7 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> 
 
     # where files go / how progress shows (the trainer's list), and what only evaluation reads
     ignored = {*RESUME_EXEMPT, *EVAL_ONLY}
-    for key, value in expected_settings(plan, seed).items():
+    for key, value in {**expected_settings(plan, seed), **(extra or {})}.items():
         if key in ignored:
             continue
         if json.dumps(config.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
@@ -261,6 +281,31 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> 
                              f"the config asks for {value!r}")
     if not trained.get("checkpoint") or not Path(trained["checkpoint"]).is_file():
         raise InputError(f"{where}: its checkpoint {trained.get('checkpoint')} is missing")
+
+
+def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print) -> dict:
+    """Train the plan's model for ``seed`` in ``scratch`` (or reuse a training finished there;
+    a cut-off one continues at its next epoch). Returns the pipeline's training result."""
+    from recbole_srgnn import pipeline
+
+    trained = _finished_training(scratch / "train.json")
+    if trained is not None:
+        say(f"    training finished before an interruption (best epoch "
+            f"{trained['best_epoch'] + 1})", flush=True)
+        return trained
+    scratch.mkdir(parents=True, exist_ok=True)
+    resume_file = scratch / "train.resume.pth"
+    if resume_file.is_file():
+        say("    continuing the training cut off before", flush=True)
+    config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0}
+    trained = pipeline.run(
+        plan.model, plan.dataset, _config_paths(plan), config_dict, saved=True, quiet=True,
+        test=False, result_file=scratch / "train.json", resume_file=resume_file,
+        epoch_callback=lambda epoch, result, score: say(
+            f"    epoch {epoch + 1}: valid {score:.4f}", flush=True))
+    if not trained.get("checkpoint"):
+        raise InputError(f"seed {seed}: training wrote no checkpoint")
+    return trained
 
 
 def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = True,
@@ -277,29 +322,12 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
         torch.set_num_threads(plan.threads)
     say = print if progress else (lambda *a, **k: None)
 
-    def on_epoch(epoch: int, result: dict, score: float) -> None:
-        say(f"    epoch {epoch + 1}: valid {score:.4f}", flush=True)
-
     trained_by = "this runner" if trained is None else "run.py, before (--trained)"
     if trained is None:
-        trained = _finished_training(scratch / "train.json")
-        if trained is not None:
-            say(f"    training finished before an interruption (best epoch "
-                f"{trained['best_epoch'] + 1}); sweeping", flush=True)
+        trained = train_seed(plan, seed, scratch, say)
     else:
         say(f"    trained before: {trained['checkpoint']} (best epoch {trained['best_epoch'] + 1})",
             flush=True)
-    if trained is None:
-        scratch.mkdir(parents=True, exist_ok=True)
-        resume_file = scratch / "train.resume.pth"
-        if resume_file.is_file():
-            say("    continuing the training cut off before", flush=True)
-        config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0}
-        trained = pipeline.run(plan.model, plan.dataset, _config_paths(plan), config_dict,
-                               saved=True, quiet=True, test=False, epoch_callback=on_epoch,
-                               result_file=scratch / "train.json", resume_file=resume_file)
-        if not trained.get("checkpoint"):
-            raise InputError(f"seed {seed}: training wrote no checkpoint")
     train_seconds = trained.get("seconds_total")
     # Rebuild the best checkpoint with the rule scorer (largest alpha; the weight is set per sweep).
     evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
@@ -353,6 +381,7 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
         "config": trained["config"],
         "versions": trained["versions"],
         "threads": plan.threads,
+        "_checkpoint": trained["checkpoint"],  # kept as the seed's model file, not recorded
     }
 
 
@@ -410,6 +439,7 @@ def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bo
         "train_seconds": trained.get("seconds_total"),
         "training_parts": trained.get("training_parts", 1),
         "peak_rss_mb": trained.get("peak_rss_mb"),
+        "_checkpoint": trained["checkpoint"],  # kept as the refit's model file, not recorded
     }
 
 
@@ -471,7 +501,8 @@ def _paired_table(records: Sequence[dict], first, second) -> list[str]:
     return _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
 
 
-def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
+def render(plan: FusionPlan, records: Sequence[dict], command: str,
+           ensembled: Mapping | None = None) -> str:
     missing = [s for s in plan.seeds if s not in {r["seed"] for r in records}]
     metric = records[0]["valid_metric"] if records else "mrr@10"
     lines = [f"# SR-GNN + sequence rules (rule_fusion): `{plan.name}`", ""]
@@ -513,6 +544,10 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
         table += [_row("refit on train + valid, alone", [r["refit"]["test_plain"] for r in refits]),
                   _row("refit on train + valid + rules (same alpha)",
                        [r["refit"]["test_fused"] for r in refits])]
+    if ensembled:
+        from . import ensemble
+
+        table += ensemble.table_rows(ensembled)
     for name, runs in _reference_rows(plan).items():
         table.append(_row(f"{name} (reference)", [_metrics(r.get("test_result")) for r in runs]))
     lines += _md_table(header, table)
@@ -527,6 +562,12 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str) -> str:
         lines += ["", "## Refit on train + valid vs trained on train only (both with the rules)",
                   "", "Same tests, over the refitted seeds; diff = refit − train only.", ""]
         lines += _paired_table(refits, lambda r: r["refit"]["test_fused"], lambda r: r["test_fused"])
+    if ensembled:
+        lines += [""] + ensemble.report_lines(ensembled)
+    elif plan.ensemble:
+        lines += ["", "## Ensemble of the seeds' models", "",
+                  "Not measured yet: it runs once every seed is recorded"
+                  + (" and refitted." if plan.refit else ".")]
     lines += ["", f"## Validation {label(metric)} by alpha", ""]
     sweep_rows = []
     for r in records:
@@ -615,10 +656,13 @@ def _plot(records: Sequence[dict], path: Path) -> None:
 def write_report(plan: FusionPlan, out: Path, command: str) -> Path:
     expected = settings_hash(plan)
     records = [r for s in plan.seeds if (r := read_seed(seed_path(out, s), expected))]
+    from . import ensemble
+
+    ensembled = ensemble.read(out, expected, plan) if plan.ensemble else None
     report = out / "report.md"
     with atomic_outputs([out / "runs.csv", out / "alpha_valid.png", report]) as (csv_file, png, md):
-        Path(md).write_text(render(plan, records, command))
-        rows = run_rows(records)
+        Path(md).write_text(render(plan, records, command, ensembled))
+        rows = run_rows(records) + (ensemble.csv_rows(ensembled) if ensembled else [])
         Path(csv_file).write_text(_csv(rows, ["seed", "alpha", "repeat_boost", "split", "chosen", *METRICS]))
         _plot(records, Path(png))
     return report
@@ -648,8 +692,53 @@ def _parse_trained(items: Sequence[str], plan: FusionPlan) -> dict[int, dict]:
     return given
 
 
-def _write_record(out: Path, seed: int, record: Mapping, scratch: Path) -> None:
-    """Write a seed's record atomically, then drop the work folder it came from."""
+def keep_model(source: str | os.PathLike, target: Path) -> None:
+    """Put a checkpoint at ``target`` (atomically): moved out of a work folder, copied otherwise."""
+    source = Path(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.resolve().parent.parent == target.resolve().parent.parent / "partial":
+        os.replace(source, target)
+        return
+    with atomic_outputs([target]) as (tmp,):
+        shutil.copyfile(source, tmp)
+
+
+def _parse_model_files(items: Sequence[str], plan: FusionPlan, out: Path, expected: str, *,
+                       refit: bool) -> dict[tuple[int, bool], Path]:
+    """``["1=a.pth"]`` -> {(seed, refit): checkpoint}, each checked against the seed's record and
+    the plan's settings (InputError otherwise)."""
+    from recbole_srgnn.trainer import load_checkpoint
+
+    flag = "--refit-file" if refit else "--model-file"
+    given = {}
+    for item in items:
+        seed_text, sep, name = item.partition("=")
+        if not sep or not seed_text.strip().lstrip("-").isdigit() or not name:
+            raise InputError(f"{flag} {item}: expected SEED=CHECKPOINT")
+        seed = int(seed_text)
+        record = read_seed(seed_path(out, seed), expected)
+        if record is None:
+            raise InputError(f"{flag} {item}: seed {seed} has no finished record to stand for")
+        try:
+            state = load_checkpoint(name, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
+            raise InputError(f"{flag} {item}: cannot read {name} ({type(exc).__name__})") from None
+        if not refit and (state.get("settings") or {}).get("train_on_valid"):
+            raise InputError(f"{flag} {item}: {name} is a refit (train_on_valid); give it to --refit-file")
+        extra = {"train_on_valid": True, "epochs": int(record["best_epoch"]) + 1} if refit else None
+        check_trained(plan, seed, {"model": state.get("model"), "dataset": state.get("dataset"),
+                                   "config": state.get("settings") or {}, "checkpoint": name},
+                      f"{flag} {item}", extra)
+        given[(seed, refit)] = Path(name)
+    return given
+
+
+def _write_record(out: Path, seed: int, record: Mapping, scratch: Path,
+                  model: tuple[str, Path] | None = None) -> None:
+    """Write a seed's record atomically, keep its model file (``model``: source, target), then
+    drop the work folder it came from."""
+    if model is not None:
+        keep_model(*model)
     path = seed_path(out, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_outputs([path]) as (tmp,):
@@ -674,6 +763,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use a model trained before with run.py for SEED (its results JSON, "
                              "which names the checkpoint) instead of training it; its settings "
                              "must be the config's")
+    parser.add_argument("--model-file", nargs="+", default=[], metavar="SEED=CHECKPOINT",
+                        help="with 'ensemble': the best checkpoint of recorded SEED, when its "
+                             "model file was not kept (checked: settings, then its numbers)")
+    parser.add_argument("--refit-file", nargs="+", default=[], metavar="SEED=CHECKPOINT",
+                        help="the same for the refit model of recorded SEED")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -691,6 +785,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  f"{plan.seeds}")
             seeds = [s for s in plan.seeds if s in args.seeds]
         given = _parse_trained(args.trained, plan)
+        if (args.model_file or args.refit_file) and not plan.ensemble:
+            raise InputError("--model-file/--refit-file are for configs with 'ensemble: true'")
         command = " ".join(["python -m benchmarks.fusion", "--config", shlex.quote(args.config)])
         expected = settings_hash(plan)
         records = {s: read_seed(seed_path(out, s), expected) for s in seeds}
@@ -712,11 +808,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scratch = partial_path(out, seed, expected)
                 record = run_seed(plan, seed, scratch, progress=not args.quiet, trained=given.get(seed))
                 record["settings_hash"] = expected
-                _write_record(out, seed, record, scratch)
+                checkpoint = record.pop("_checkpoint", None)
+                _write_record(out, seed, record, scratch,
+                              checkpoint and (checkpoint, model_path(out, seed, expected)))
             if needs_refit(plan, record):
                 scratch = refit_path(out, seed, expected)
                 record["refit"] = refit_seed(plan, record, scratch, progress=not args.quiet)
-                _write_record(out, seed, record, scratch)
+                checkpoint = record["refit"].pop("_checkpoint", None)
+                _write_record(out, seed, record, scratch,
+                              checkpoint and (checkpoint, model_path(out, seed, expected, refit=True)))
+        if plan.ensemble and not args.only_report:
+            from . import ensemble
+
+            adopted = {**_parse_model_files(args.model_file, plan, out, expected, refit=False),
+                       **_parse_model_files(args.refit_file, plan, out, expected, refit=True)}
+            ensemble.run(plan, out, expected, adopted, progress=not args.quiet)
         report = write_report(plan, out, command)
         if not args.quiet:
             print(f"report: {report}")

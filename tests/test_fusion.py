@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,136 @@ def test_refit_trains_finished_seeds_again_on_train_and_valid(fused_run, tmp_pat
 def test_refit_must_be_a_boolean(tmp_path):
     rc, _, err = call(["--config", write_config(tmp_path, refit="yes"), "--output", tmp_path / "o"])
     assert rc == 2 and "'refit' must be true or false" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Ensemble of the seeds' models (benchmarks/ensemble.py)
+# ---------------------------------------------------------------------------------------------
+def test_seed_ensemble_scores_are_mean_probabilities_plus_weighted_rules(tiny):
+    from recbole_srgnn.model.ensemble import SeedEnsemble
+
+    one, _, test = build(tiny, SRGNN, "SRGNN", repeat_recency=2, rule_fusion=0.3, rule_steps=3,
+                         rule_repeat_boost=0.5)
+    torch.manual_seed(7)
+    two, _, _ = build(tiny, SRGNN, "SRGNN", repeat_recency=2)
+    two.reset_parameters()
+    one.eval(), two.eval()
+    batch = next(iter(test))[0]
+    seq, length = batch["item_id_list"], batch["item_length"]
+    with torch.no_grad():
+        # one member with the rules = that model's own rule_fusion ranking
+        alone = SeedEnsemble([one], one.rules, alpha=0.3)
+        assert torch.allclose(alone.full_sort_predict(batch), one.full_sort_predict(batch), atol=1e-6)
+        p1 = torch.softmax(one.network_scores(seq, length), -1)
+        p2 = torch.softmax(two.network_scores(seq, length), -1)
+        both = SeedEnsemble([one, two], one.rules, alpha=0.3)
+        expected = (p1 + p2) / 2 + 0.3 * one.rules(seq, length)
+        assert torch.allclose(both.full_sort_predict(batch), expected, atol=1e-6)
+        assert not torch.allclose(p1, p2)  # two different models, so the mean is not either one
+        swapped = SeedEnsemble([two, one], one.rules, alpha=0.3)  # member order does not matter
+        assert torch.allclose(swapped.full_sort_predict(batch), expected, atol=1e-6)
+        items = batch["item_id"]
+        assert torch.allclose(both.predict(batch), expected.gather(1, items.unsqueeze(1)).squeeze(1))
+    with pytest.raises(ValueError, match="at least one member"):
+        SeedEnsemble([])
+    with pytest.raises(ValueError, match="only with rules"):
+        SeedEnsemble([one], None, alpha=0.5)
+
+
+@pytest.fixture(scope="module")
+def ensembled(fused_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ensemble")
+    config = write_config(root, fused_run["root"], refit=True, ensemble=True)
+    rc, out, err = call(["--config", config, "--output", root / "out"])
+    return {"rc": rc, "stdout": out, "stderr": err, "config": config, "out": root / "out",
+            "root": root}
+
+
+def test_ensemble_of_the_seeds_models_is_chosen_on_validation_and_reported(ensembled):
+    from benchmarks import ensemble
+
+    assert ensembled["rc"] == 0, ensembled["stderr"]
+    out = ensembled["out"]
+    found = records(out)
+    expected = fusion.settings_hash(fusion.load_plan(ensembled["config"]))
+    for seed in (1, 2):  # every recorded model is kept, and the record does not name the file
+        assert fusion.model_path(out, seed, expected).is_file()
+        assert fusion.model_path(out, seed, expected, refit=True).is_file()
+        assert "_checkpoint" not in found[seed] and "_checkpoint" not in found[seed]["refit"]
+    result = json.loads((out / "ensemble.json").read_text())
+    assert result["seeds"] == [1, 2]
+    assert len(result["member_checks"]) == 4 and all(c["max_diff"] <= ensemble.TOLERANCE
+                                                     for c in result["member_checks"])
+    boosts = sorted({r["chosen_repeat_boost"] for r in found.values()})
+    assert result["repeat_boosts"] == boosts
+    assert [(s["alpha"], s["repeat_boost"]) for s in result["sweep"]] == [(0.0, None)] + [
+        (a, b) for b in boosts for a in (0.5, 4.0)]
+    metric = result["valid_metric"]
+    best = max(result["sweep"], key=lambda s: s["valid"][metric])
+    assert (result["chosen_alpha"], result["chosen_repeat_boost"]) == (best["alpha"], best["repeat_boost"])
+    # the ensemble is another ranking than either seed's model
+    assert result["test_plain"] not in [r["test_plain"] for r in found.values()]
+    assert set(result["refit"]["test_fused"]) >= set(fusion.METRICS)
+    assert "ensemble of seeds 1, 2" in ensembled["stdout"]
+    assert "reproduces its record" in ensembled["stdout"]
+    report = (out / "report.md").read_text()
+    assert "## Ensemble of the seeds' models" in report
+    assert "| ensemble of the refits + rules (same alpha) | 2 (one ensemble) |" in report
+    with open(out / "runs.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["seed"] == "ensemble"]
+    assert len([r for r in rows if r["split"] == "valid"]) == len(result["sweep"])
+    assert len([r for r in rows if r["split"] == "test-refit"]) == (2 if result["chosen_alpha"] else 1)
+
+
+def test_ensemble_is_not_redone_and_a_lost_model_is_retrained_to_its_record(ensembled, monkeypatch):
+    from benchmarks import ensemble
+
+    out, config = ensembled["out"], ensembled["config"]
+    expected = fusion.settings_hash(fusion.load_plan(config))
+    monkeypatch.setattr(ensemble, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    rc, text, err = call(["--config", config, "--output", out])
+    assert rc == 0, err
+    monkeypatch.undo()
+    before = json.loads((out / "ensemble.json").read_text())
+    # lose seed 2's trained model and the result: it is trained again, same seed, and must match
+    fusion.model_path(out, 2, expected).unlink()
+    (out / "ensemble.json").unlink()
+    rc, text, err = call(["--config", config, "--output", out])
+    assert rc == 0, err
+    assert "seed 2's trained model was not kept; training it again" in text
+    after = json.loads((out / "ensemble.json").read_text())
+    assert after["test_fused"] == pytest.approx(before["test_fused"], abs=ensemble.TOLERANCE)
+    assert not (out / "partial").exists(), list((out / "partial").rglob("*"))
+
+
+def test_a_model_file_that_is_not_the_recorded_model_is_refused(ensembled, tmp_path):
+    from benchmarks import ensemble
+
+    out = tmp_path / "out"
+    shutil.copytree(ensembled["out"], out)
+    config = ensembled["config"]
+    expected = fusion.settings_hash(fusion.load_plan(config))
+    seed1, seed2 = fusion.model_path(out, 1, expected), fusion.model_path(out, 2, expected)
+    # a file of another seed given for seed 2: its settings say so, in one line
+    rc, _, err = call(["--config", config, "--output", out, "--model-file", f"2={seed1}"])
+    assert rc == 2 and "trained with seed=1" in err and err.count("\n") == 1
+    rc, _, err = call(["--config", config, "--output", out, "--model-file",
+                       f"2={fusion.model_path(out, 2, expected, refit=True)}"])
+    assert rc == 2 and "is a refit" in err
+    # the right settings but other weights (seed 1's, stored as seed 2's): the members' check stops it
+    shutil.copyfile(seed1, seed2)
+    (out / "ensemble.json").unlink()
+    rc, _, err = call(["--config", config, "--output", out])
+    assert rc == 2 and "model file of seed 2 does not reproduce its record" in err
+    assert not (out / "ensemble.json").exists()  # nothing half-written
+    assert ensemble.read(out, expected, fusion.load_plan(config)) is None
+
+
+def test_ensemble_options_are_checked(tmp_path):
+    rc, _, err = call(["--config", write_config(tmp_path, ensemble="yes"), "--output", tmp_path / "o"])
+    assert rc == 2 and "'ensemble' must be true or false" in err
+    rc, _, err = call(["--config", write_config(tmp_path, ensemble=True, seeds=[1]), "--output", tmp_path / "o"])
+    assert rc == 2 and "at least two seeds" in err
+    rc, _, err = call(["--config", write_config(tmp_path), "--output", tmp_path / "o",
+                       "--model-file", "1=x.pth"])
+    assert rc == 2 and "'ensemble: true'" in err

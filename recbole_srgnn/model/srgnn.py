@@ -99,13 +99,18 @@ class SRGNN(SessionScorer):
         graphs = build_session_graphs(item_seq, item_seq_len, num_items=self.n_items)
         return self._encode_graphs(graphs)
 
-    def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+    def network_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        """The network's scores (logits) of every item, without the rules of ``rule_fusion``."""
         graphs = build_session_graphs(item_seq, item_seq_len, num_items=self.n_items)
         scores = self._encode_graphs(graphs) @ self.item_table().t()
         if self.norm_scale:
             scores = self.norm_scale * scores
         if self.repeat_bias is not None:
             scores = self._add_repeat_bias(scores, graphs, item_seq_len)
+        return scores
+
+    def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        scores = self.network_scores(item_seq, item_seq_len)
         if self.rules is not None and not self.training:
             scores = torch.softmax(scores, dim=-1) + self.rule_fusion * self.rules(
                 item_seq, item_seq_len)

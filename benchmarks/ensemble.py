@@ -1,0 +1,289 @@
+"""The fusion runner's ``ensemble`` step: rank with every seed's model together, plus the rules.
+
+Once every seed of a fusion config is recorded (and refitted, with ``refit: true``), the kept
+model files (``<out>/models/``, git-ignored) are put together as a
+:class:`~recbole_srgnn.model.ensemble.SeedEnsemble`: the mean of the members' softmax
+probabilities plus ``alpha`` times the sequence rules. Protocol, as for one seed:
+
+1. every member must reproduce its record before it counts (trained models: their validation
+   scores at alpha 0; refit models: their test scores at alpha 0), so a kept, adopted
+   (``--model-file``/``--refit-file``) or retrained file stands for exactly the recorded model;
+2. ``alpha`` (the config's alphas, and 0) is chosen on the **validation** split, at the repeat
+   boost(s) the seeds' own sweeps chose; the ensemble of the models trained on the training
+   split is tested at alpha 0 and at the chosen point;
+3. with refits, the ensemble of the refit models (rules counted on training + validation cases)
+   is tested at the same point: nothing is chosen on it.
+
+The result is ``<out>/ensemble.json``; ``benchmarks.fusion`` adds it to the report. A seed whose
+model file was not kept is trained again (same settings and seed, resumable in ``partial/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.files import atomic_outputs
+
+from . import fusion
+
+FORMAT = "ensemble-1"
+TOLERANCE = 1e-3  # a member's metrics may differ this much from its record (float noise only)
+
+
+def result_path(out: Path) -> Path:
+    return out / "ensemble.json"
+
+
+def read(out: Path, expected: str, plan: fusion.FusionPlan) -> dict | None:
+    """The stored ensemble result if it belongs to these records and is complete."""
+    try:
+        result = json.loads(result_path(out).read_text())
+    except (OSError, ValueError):
+        return None
+    if (result.get("format") != FORMAT or result.get("settings_hash") != expected
+            or result.get("seeds") != list(plan.seeds)
+            or (plan.refit and not result.get("refit"))):
+        return None
+    return result
+
+
+def _records(plan: fusion.FusionPlan, out: Path, expected: str) -> dict[int, dict] | None:
+    records = {s: fusion.read_seed(fusion.seed_path(out, s), expected) for s in plan.seeds}
+    if any(r is None or fusion.needs_refit(plan, r) for r in records.values()):
+        return None
+    return records
+
+
+def ensure_models(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
+                  adopted: Mapping[tuple[int, bool], Path], say=print) -> None:
+    """Put every member's model file in place: adopted files first, then retrain what is missing."""
+    for (seed, refit), source in adopted.items():
+        fusion.keep_model(source, fusion.model_path(out, seed, expected, refit))
+    for seed in plan.seeds:
+        for refit in ([False, True] if plan.refit else [False]):
+            target = fusion.model_path(out, seed, expected, refit)
+            if target.is_file():
+                continue
+            what = "refit" if refit else "trained"
+            say(f"ensemble: seed {seed}'s {what} model was not kept; training it again "
+                "(same settings and seed)", flush=True)
+            if refit:
+                scratch = fusion.refit_path(out, seed, expected)
+                source = fusion.refit_seed(plan, records[seed], scratch,
+                                           progress=say is print)["_checkpoint"]
+            else:
+                scratch = out / "partial" / f"seed{seed}-{expected}-model"
+                source = fusion.train_seed(plan, seed, scratch, say)["checkpoint"]
+            fusion.keep_model(source, target)
+            shutil.rmtree(scratch, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                scratch.parent.rmdir()  # partial/, when nothing else is in progress
+
+
+def _member(base, path: Path):
+    """A copy of ``base`` (rules detached) with the weights of checkpoint ``path``."""
+    from recbole_srgnn.trainer import load_checkpoint
+
+    state = load_checkpoint(path, map_location=next(base.parameters()).device)
+    member = copy.deepcopy(base)
+    member.load_state_dict(state["state_dict"])
+    member.load_other_parameter(state.get("other_parameter"))
+    return member
+
+
+def _check(seed: int, what: str, got: Mapping, recorded: Mapping) -> float:
+    diff = max(abs(got[m] - recorded[m]) for m in fusion.METRICS if m in recorded)
+    if diff > TOLERANCE:
+        raise InputError(f"ensemble: the {what} model file of seed {seed} does not reproduce its "
+                         f"record (metrics differ by up to {diff:.4f}); delete it to train it again")
+    return diff
+
+
+def evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
+             say=print) -> dict:
+    """Check the members, choose alpha on validation, test (and test the refit ensemble)."""
+    # the trainer makes its checkpoint folder; nothing is saved there, so a throw-away one
+    scratch = tempfile.mkdtemp(prefix="fusion-ensemble-")
+    try:
+        return _evaluate(plan, out, expected, records, say, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
+              say, scratch: str) -> dict:
+    import torch
+
+    from recbole_srgnn import pipeline
+    from recbole_srgnn.model.ensemble import SeedEnsemble, evaluating
+
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    seeds = list(plan.seeds)
+    metric = records[seeds[0]]["valid_metric"]
+    boosts = sorted({r["chosen_repeat_boost"] for r in records.values()
+                     if r.get("chosen_repeat_boost") is not None}) or [None]
+    evaluation = {k: plan.settings[k] for k in fusion.EVAL_ONLY if k in plan.settings}
+    t0 = time.perf_counter()
+
+    def load(refit: bool):
+        loaded = pipeline.load_trained(fusion.model_path(out, seeds[0], expected, refit),
+                                       {**evaluation, "rule_fusion": max(plan.alphas),
+                                        "checkpoint_dir": scratch}, quiet=True)
+        base = loaded.trainer.model
+        rules, base.rules = base.rules, None
+        members = [base] + [_member(base, fusion.model_path(out, s, expected, refit))
+                            for s in seeds[1:]]
+        return loaded, members, rules
+
+    def measure(loaded, ranker, data) -> dict:
+        with evaluating(loaded.trainer, ranker):
+            return fusion._metrics(loaded.trainer.evaluate(data, load_best_model=False))
+
+    checks = []
+    loaded, members, rules = load(refit=False)
+    for seed, member in zip(seeds, members):
+        got = measure(loaded, SeedEnsemble([member]), loaded.valid_data)
+        diff = _check(seed, "trained", got, records[seed]["sweep"][0]["valid"])
+        checks.append({"seed": seed, "model": "trained", "split": "valid", "max_diff": diff})
+        say(f"ensemble: seed {seed}'s model reproduces its record (valid {metric} "
+            f"{got[metric]:.4f})", flush=True)
+    ranker = SeedEnsemble(members, rules)
+    sweep = []
+    for alpha, boost in [(0.0, None)] + [(a, b) for b in boosts for a in plan.alphas]:
+        ranker.alpha = alpha
+        if boost is not None:
+            rules.repeat_boost = boost
+        valid = measure(loaded, ranker, loaded.valid_data)
+        sweep.append({"alpha": alpha, "repeat_boost": boost, "valid": valid})
+        say(f"ensemble: {fusion._point(alpha, boost)}: valid {metric} {valid[metric]:.4f}", flush=True)
+    best = max(sweep, key=lambda row: row["valid"][metric])
+
+    def at(point, data, rank_with, scorer, how) -> dict:
+        rank_with.alpha = point["alpha"]
+        if point["repeat_boost"] is not None:
+            scorer.repeat_boost = point["repeat_boost"]
+        return measure(how, rank_with, data)
+
+    plain = {"alpha": 0.0, "repeat_boost": None}
+    test_plain = at(plain, loaded.test_data, ranker, rules, loaded)
+    test_fused = test_plain if not best["alpha"] else at(best, loaded.test_data, ranker, rules, loaded)
+    say(f"ensemble: chose {fusion._point(best['alpha'], best['repeat_boost'])} on validation; "
+        f"test {metric} {test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
+    result = {
+        "format": FORMAT, "settings_hash": expected, "seeds": seeds, "valid_metric": metric,
+        "repeat_boosts": boosts, "sweep": sweep, "chosen_alpha": best["alpha"],
+        "chosen_repeat_boost": best["repeat_boost"], "test_plain": test_plain,
+        "test_fused": test_fused, "member_checks": checks, "refit": None,
+    }
+    del loaded, members, rules, ranker
+    if plan.refit:
+        loaded, members, rules = load(refit=True)
+        for seed, member in zip(seeds, members):
+            got = measure(loaded, SeedEnsemble([member]), loaded.test_data)
+            diff = _check(seed, "refit", got, records[seed]["refit"]["test_plain"])
+            checks.append({"seed": seed, "model": "refit", "split": "test", "max_diff": diff})
+        ranker = SeedEnsemble(members, rules)
+        refit_plain = at(plain, loaded.test_data, ranker, rules, loaded)
+        refit_fused = (refit_plain if not best["alpha"]
+                       else at(best, loaded.test_data, ranker, rules, loaded))
+        result["refit"] = {"test_plain": refit_plain, "test_fused": refit_fused}
+        say(f"ensemble of the refits: test {metric} {refit_plain[metric]:.4f} (alpha 0) -> "
+            f"{refit_fused[metric]:.4f}", flush=True)
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def run(plan: fusion.FusionPlan, out: Path, expected: str,
+        adopted: Mapping[tuple[int, bool], Path], *, progress: bool = True) -> dict | None:
+    """Do the ensemble step if every seed is recorded and it is not done yet; returns its result."""
+    say = print if progress else (lambda *a, **k: None)
+    records = _records(plan, out, expected)
+    if records is None:
+        if adopted:
+            raise InputError("--model-file/--refit-file: the ensemble waits until every seed is "
+                             "recorded" + (" and refitted" if plan.refit else ""))
+        say("ensemble: waits until every seed is recorded"
+            + (" and refitted" if plan.refit else ""), flush=True)
+        return None
+    done = read(out, expected, plan)
+    if done is not None and not adopted:
+        return done
+    ensure_models(plan, out, expected, records, adopted, say)
+    say(f"ensemble of seeds {', '.join(map(str, plan.seeds))}: checking the members, then "
+        "choosing alpha on validation", flush=True)
+    result = evaluate(plan, out, expected, records, say)
+    with atomic_outputs([result_path(out)]) as (tmp,):
+        Path(tmp).write_text(json.dumps(result, indent=1, sort_keys=True))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Report parts (used by benchmarks.fusion.render)
+# ---------------------------------------------------------------------------------------------
+def table_rows(result: Mapping) -> list[list[str]]:
+    """Rows for the fusion report's test table."""
+    n = f"{len(result['seeds'])} (one ensemble)"
+    rows = [("ensemble of the seeds' models, alone", result["test_plain"]),
+            ("ensemble + rules (alpha chosen on validation)", result["test_fused"])]
+    if result.get("refit"):
+        rows += [("ensemble of the refits, alone", result["refit"]["test_plain"]),
+                 ("ensemble of the refits + rules (same alpha)", result["refit"]["test_fused"])]
+    table = []
+    for name, test in rows:
+        cells = fusion._row(name, [test])
+        cells[1] = n
+        table.append(cells)
+    return table
+
+
+def report_lines(result: Mapping) -> list[str]:
+    metric = result["valid_metric"]
+    checks = ", ".join(f"seed {c['seed']} {c['model']} ({c['split']}, {c['max_diff']:.1e})"
+                       for c in result["member_checks"])
+    lines = ["## Ensemble of the seeds' models", "",
+             f"The seeds' models rank together: the mean of their softmax probabilities plus alpha × "
+             f"the rules. Alpha is chosen on the **validation** split (best {fusion.label(metric)}) "
+             f"at the repeat boost(s) the seeds chose ({', '.join('–' if b is None else f'{b:g}' for b in result['repeat_boosts'])}); "
+             f"chosen: {fusion._point(result['chosen_alpha'], result['chosen_repeat_boost'])}. "
+             + ("The refit models' ensemble is tested at the same point. " if result.get("refit") else "")
+             + "Every member first reproduced its own record (largest metric difference): "
+             f"{checks}.", ""]
+    lines += fusion._md_table(
+        ["alpha", "repeat boost", f"valid {fusion.label(metric)}", "valid Hit@10", "chosen"],
+        [[f"{s['alpha']:g}", "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
+          f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",
+          "yes" if (s["alpha"], s.get("repeat_boost")) == (result["chosen_alpha"], result["chosen_repeat_boost"]) else ""]
+         for s in result["sweep"]])
+    return lines
+
+
+def csv_rows(result: Mapping) -> list[dict]:
+    rows = []
+    chosen = (result["chosen_alpha"], result["chosen_repeat_boost"])
+    for s in result["sweep"]:
+        row = {"seed": "ensemble", "alpha": s["alpha"], "repeat_boost": s.get("repeat_boost"),
+               "split": "valid", "chosen": (s["alpha"], s.get("repeat_boost")) == chosen}
+        row.update({m: s["valid"].get(m) for m in fusion.METRICS})
+        rows.append(row)
+    tests: list[tuple[str, Sequence, Mapping]] = [("test", (0.0, None), result["test_plain"])]
+    if result["chosen_alpha"]:
+        tests.append(("test", chosen, result["test_fused"]))
+    if result.get("refit"):
+        tests.append(("test-refit", (0.0, None), result["refit"]["test_plain"]))
+        if result["chosen_alpha"]:
+            tests.append(("test-refit", chosen, result["refit"]["test_fused"]))
+    for split, (alpha, boost), test in tests:
+        row = {"seed": "ensemble", "alpha": alpha, "repeat_boost": boost, "split": split,
+               "chosen": alpha == result["chosen_alpha"]}
+        row.update({m: test.get(m) for m in fusion.METRICS})
+        rows.append(row)
+    return rows
