@@ -62,12 +62,19 @@ def _records(plan: fusion.FusionPlan, out: Path, expected: str) -> dict[int, dic
     return records
 
 
+def missing_models(plan: fusion.FusionPlan, out: Path, expected: str) -> list[tuple[int, bool]]:
+    """(seed, refit) of the members whose model file is not in ``<out>/models/``."""
+    return [(seed, refit) for seed in plan.seeds for refit in ([False, True] if plan.refit else [False])
+            if not fusion.model_path(out, seed, expected, refit).is_file()]
+
+
 def ensure_models(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
-                  adopted: Mapping[tuple[int, bool], Path], say=print) -> None:
-    """Put every member's model file in place: adopted files first, then retrain what is missing."""
+                  adopted: Mapping[tuple[int, bool], Path], seeds: Sequence[int], say=print) -> None:
+    """Put the members' model files in place: adopted files first, then retrain what is missing
+    for ``seeds`` (the seeds this process runs; other processes may build the others)."""
     for (seed, refit), source in adopted.items():
         fusion.keep_model(source, fusion.model_path(out, seed, expected, refit))
-    for seed in plan.seeds:
+    for seed in seeds:
         for refit in ([False, True] if plan.refit else [False]):
             target = fusion.model_path(out, seed, expected, refit)
             if target.is_file():
@@ -203,8 +210,12 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
 
 
 def run(plan: fusion.FusionPlan, out: Path, expected: str,
-        adopted: Mapping[tuple[int, bool], Path], *, progress: bool = True) -> dict | None:
-    """Do the ensemble step if every seed is recorded and it is not done yet; returns its result."""
+        adopted: Mapping[tuple[int, bool], Path], *, seeds: Sequence[int] | None = None,
+        progress: bool = True) -> dict | None:
+    """Do the ensemble step if every seed is recorded and it is not done yet; returns its result.
+
+    Missing model files are rebuilt for ``seeds`` only (default: all); the ensemble is evaluated
+    once every member's file is there."""
     say = print if progress else (lambda *a, **k: None)
     records = _records(plan, out, expected)
     if records is None:
@@ -217,7 +228,14 @@ def run(plan: fusion.FusionPlan, out: Path, expected: str,
     done = read(out, expected, plan)
     if done is not None and not adopted:
         return done
-    ensure_models(plan, out, expected, records, adopted, say)
+    ensure_models(plan, out, expected, records, adopted,
+                  plan.seeds if seeds is None else seeds, say)
+    missing = missing_models(plan, out, expected)
+    if missing:
+        others = sorted({seed for seed, _ in missing})
+        say(f"ensemble: waits for the model files of seed(s) {', '.join(map(str, others))} "
+            f"(built by: --seeds {' '.join(map(str, others))})", flush=True)
+        return None
     say(f"ensemble of seeds {', '.join(map(str, plan.seeds))}: checking the members, then "
         "choosing alpha on validation", flush=True)
     result = evaluate(plan, out, expected, records, say)

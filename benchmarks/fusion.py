@@ -822,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             adopted = {**_parse_model_files(args.model_file, plan, out, expected, refit=False),
                        **_parse_model_files(args.refit_file, plan, out, expected, refit=True)}
-            ensemble.run(plan, out, expected, adopted, progress=not args.quiet)
+            ensemble.run(plan, out, expected, adopted, seeds=seeds, progress=not args.quiet)
         report = write_report(plan, out, command)
         if not args.quiet:
             print(f"report: {report}")

@@ -478,3 +478,27 @@ def test_ensemble_options_are_checked(tmp_path):
     rc, _, err = call(["--config", write_config(tmp_path), "--output", tmp_path / "o",
                        "--model-file", "1=x.pth"])
     assert rc == 2 and "'ensemble: true'" in err
+
+
+def test_ensemble_builds_only_the_models_of_the_seeds_it_runs(ensembled, tmp_path, monkeypatch):
+    """--seeds 1 rebuilds seed 1's lost model and waits for seed 2's; --seeds 2 then finishes."""
+    out = tmp_path / "out"
+    shutil.copytree(ensembled["out"], out)
+    config = ensembled["config"]
+    expected = fusion.settings_hash(fusion.load_plan(config))
+    (out / "ensemble.json").unlink()
+    fusion.model_path(out, 1, expected, refit=True).unlink()
+    fusion.model_path(out, 2, expected).unlink()
+    trained = []
+    real_train, real_refit = fusion.train_seed, fusion.refit_seed
+    monkeypatch.setattr(fusion, "train_seed", lambda plan, seed, *a, **k: trained.append(
+        (seed, "trained")) or real_train(plan, seed, *a, **k))
+    monkeypatch.setattr(fusion, "refit_seed", lambda plan, record, *a, **k: trained.append(
+        (record["seed"], "refit")) or real_refit(plan, record, *a, **k))
+    rc, text, err = call(["--config", config, "--output", out, "--seeds", "1"])
+    assert rc == 0, err
+    assert trained == [(1, "refit")] and not (out / "ensemble.json").exists()
+    assert "waits for the model files of seed(s) 2 (built by: --seeds 2)" in text
+    rc, text, err = call(["--config", config, "--output", out, "--seeds", "2"])
+    assert rc == 0, err
+    assert trained == [(1, "refit"), (2, "trained")] and (out / "ensemble.json").is_file()
