@@ -283,28 +283,40 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str,
         raise InputError(f"{where}: its checkpoint {trained.get('checkpoint')} is missing")
 
 
-def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print) -> dict:
+def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print, *,
+               refit_epochs: int | None = None) -> dict:
     """Train the plan's model for ``seed`` in ``scratch`` (or reuse a training finished there;
-    a cut-off one continues at its next epoch). Returns the pipeline's training result."""
+    a cut-off one continues at its next epoch). Returns the pipeline's training result.
+
+    ``refit_epochs``: train the final fit instead, on training + validation cases
+    (``train_on_valid``) for exactly that many epochs."""
     from recbole_srgnn import pipeline
 
-    trained = _finished_training(scratch / "train.json")
+    name = "refit" if refit_epochs else "train"
+    trained = _finished_training(scratch / f"{name}.json")
     if trained is not None:
-        say(f"    training finished before an interruption (best epoch "
-            f"{trained['best_epoch'] + 1})", flush=True)
+        if not refit_epochs:
+            say(f"    training finished before an interruption (best epoch "
+                f"{trained['best_epoch'] + 1})", flush=True)
         return trained
     scratch.mkdir(parents=True, exist_ok=True)
-    resume_file = scratch / "train.resume.pth"
+    resume_file = scratch / f"{name}.resume.pth"
     if resume_file.is_file():
-        say("    continuing the training cut off before", flush=True)
+        say(f"    continuing the {'refit' if refit_epochs else 'training'} cut off before", flush=True)
     config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0}
+    if refit_epochs:
+        config_dict.update({"train_on_valid": True, "epochs": refit_epochs})
+
+    def progress(epoch: int, result, score: float) -> None:
+        say(f"    refit epoch {epoch + 1}/{refit_epochs} done" if refit_epochs
+            else f"    epoch {epoch + 1}: valid {score:.4f}", flush=True)
+
     trained = pipeline.run(
         plan.model, plan.dataset, _config_paths(plan), config_dict, saved=True, quiet=True,
-        test=False, result_file=scratch / "train.json", resume_file=resume_file,
-        epoch_callback=lambda epoch, result, score: say(
-            f"    epoch {epoch + 1}: valid {score:.4f}", flush=True))
+        test=False, result_file=scratch / f"{name}.json", resume_file=resume_file,
+        epoch_callback=progress)
     if not trained.get("checkpoint"):
-        raise InputError(f"seed {seed}: training wrote no checkpoint")
+        raise InputError(f"seed {seed}: {'the refit' if refit_epochs else 'training'} wrote no checkpoint")
     return trained
 
 
@@ -398,21 +410,7 @@ def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bo
         torch.set_num_threads(plan.threads)
     say = print if progress else (lambda *a, **k: None)
     seed, epochs = record["seed"], int(record["best_epoch"]) + 1
-    trained = _finished_training(scratch / "refit.json")
-    if trained is None:
-        scratch.mkdir(parents=True, exist_ok=True)
-        resume_file = scratch / "refit.resume.pth"
-        if resume_file.is_file():
-            say("    continuing the refit cut off before", flush=True)
-        config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch),
-                       "rule_fusion": 0, "train_on_valid": True, "epochs": epochs}
-        trained = pipeline.run(
-            plan.model, plan.dataset, _config_paths(plan), config_dict, saved=True, quiet=True,
-            test=False, result_file=scratch / "refit.json", resume_file=resume_file,
-            epoch_callback=lambda epoch, result, score: say(
-                f"    refit epoch {epoch + 1}/{epochs} done", flush=True))
-        if not trained.get("checkpoint"):
-            raise InputError(f"seed {seed}: the refit wrote no checkpoint")
+    trained = train_seed(plan, seed, scratch, say, refit_epochs=epochs)
     evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
     alpha, boost = record["chosen_alpha"], record.get("chosen_repeat_boost")
     loaded = pipeline.load_trained(trained["checkpoint"],
