@@ -669,14 +669,19 @@ def write_report(plan: FusionPlan, out: Path, command: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
+def _seed_and_path(item: str, flag: str, what: str) -> tuple[int, str]:
+    """``"1=a.json"`` -> ``(1, "a.json")``; InputError naming ``flag`` and ``what`` otherwise."""
+    seed_text, sep, name = item.partition("=")
+    if not sep or not seed_text.strip().lstrip("-").isdigit() or not name:
+        raise InputError(f"{flag} {item}: expected SEED={what}")
+    return int(seed_text), name
+
+
 def _parse_trained(items: Sequence[str], plan: FusionPlan) -> dict[int, dict]:
     """``["1=a.json", ...]`` -> {seed: results}; each checked against the plan (InputError)."""
     given = {}
     for item in items:
-        seed_text, sep, name = item.partition("=")
-        if not sep or not seed_text.strip().lstrip("-").isdigit() or not name:
-            raise InputError(f"--trained {item}: expected SEED=RESULTS_JSON")
-        seed = int(seed_text)
+        seed, name = _seed_and_path(item, "--trained", "RESULTS_JSON")
         if seed not in plan.seeds:
             raise InputError(f"--trained {item}: seed {seed} is not in the config's seeds {plan.seeds}")
         try:
@@ -710,10 +715,7 @@ def _parse_model_files(items: Sequence[str], plan: FusionPlan, out: Path, expect
     flag = "--refit-file" if refit else "--model-file"
     given = {}
     for item in items:
-        seed_text, sep, name = item.partition("=")
-        if not sep or not seed_text.strip().lstrip("-").isdigit() or not name:
-            raise InputError(f"{flag} {item}: expected SEED=CHECKPOINT")
-        seed = int(seed_text)
+        seed, name = _seed_and_path(item, flag, "CHECKPOINT")
         record = read_seed(seed_path(out, seed), expected)
         if record is None:
             raise InputError(f"{flag} {item}: seed {seed} has no finished record to stand for")
