@@ -163,26 +163,27 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
         checks.append({"seed": seed, "model": "trained", "split": "valid", "max_diff": diff})
         say(f"ensemble: seed {seed}'s model reproduces its record (valid {metric} "
             f"{got[metric]:.4f})", flush=True)
-    ranker = SeedEnsemble(members, rules)
-    sweep = []
-    for alpha, boost in [(0.0, None)] + [(a, b) for b in boosts for a in plan.alphas]:
+    def at(loaded, ranker, rules, alpha: float, boost: float | None, data) -> dict:
+        """The ensemble's metrics on ``data`` at one (alpha, repeat boost) point."""
         ranker.alpha = alpha
         if boost is not None:
             rules.repeat_boost = boost
-        valid = measure(loaded, ranker, loaded.valid_data)
+        return measure(loaded, ranker, data)
+
+    ranker = SeedEnsemble(members, rules)
+    sweep = []
+    for alpha, boost in [(0.0, None)] + [(a, b) for b in boosts for a in plan.alphas]:
+        valid = at(loaded, ranker, rules, alpha, boost, loaded.valid_data)
         sweep.append({"alpha": alpha, "repeat_boost": boost, "valid": valid})
         say(f"ensemble: {fusion._point(alpha, boost)}: valid {metric} {valid[metric]:.4f}", flush=True)
     best = max(sweep, key=lambda row: row["valid"][metric])
+    chosen = (best["alpha"], best["repeat_boost"])
 
-    def at(point, data, rank_with, scorer, how) -> dict:
-        rank_with.alpha = point["alpha"]
-        if point["repeat_boost"] is not None:
-            scorer.repeat_boost = point["repeat_boost"]
-        return measure(how, rank_with, data)
+    def plain_and_fused(loaded, ranker, rules) -> tuple[dict, dict]:
+        plain = at(loaded, ranker, rules, 0.0, None, loaded.test_data)
+        return plain, (plain if not best["alpha"] else at(loaded, ranker, rules, *chosen, loaded.test_data))
 
-    plain = {"alpha": 0.0, "repeat_boost": None}
-    test_plain = at(plain, loaded.test_data, ranker, rules, loaded)
-    test_fused = test_plain if not best["alpha"] else at(best, loaded.test_data, ranker, rules, loaded)
+    test_plain, test_fused = plain_and_fused(loaded, ranker, rules)
     say(f"ensemble: chose {fusion._point(best['alpha'], best['repeat_boost'])} on validation; "
         f"test {metric} {test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
     result = {
@@ -199,9 +200,7 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
             diff = _check(seed, "refit", got, records[seed]["refit"]["test_plain"])
             checks.append({"seed": seed, "model": "refit", "split": "test", "max_diff": diff})
         ranker = SeedEnsemble(members, rules)
-        refit_plain = at(plain, loaded.test_data, ranker, rules, loaded)
-        refit_fused = (refit_plain if not best["alpha"]
-                       else at(best, loaded.test_data, ranker, rules, loaded))
+        refit_plain, refit_fused = plain_and_fused(loaded, ranker, rules)
         result["refit"] = {"test_plain": refit_plain, "test_fused": refit_fused}
         say(f"ensemble of the refits: test {metric} {refit_plain[metric]:.4f} (alpha 0) -> "
             f"{refit_fused[metric]:.4f}", flush=True)
