@@ -16,6 +16,10 @@ during training continues from its last finished epoch: after every validation i
 state is kept in ``<out>/partial/<row>/<tag>-seed<k>-<hash>.pth`` (not committed; deleted when the
 run completes), and the continued run ends exactly as an uninterrupted one would.
 
+Several processes may run the same command on one results folder (one per core, or per machine on
+a shared disk): each claims a run before starting it (``<resume file>.lock``, an exclusive lock the
+system drops when its process ends) and skips the runs another process holds.
+
 Selection: for every row, the grid point with the best mean *validation* score
 (``valid_metric``) over the tuning seeds is chosen; its test metrics over all seeds are reported.
 Test metrics never choose anything. ``tuning.seeds: k`` (default: all seeds) evaluates the grid
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError, cli_errors, sigterm_as_interrupt
+from recbole_srgnn.files import claim_holder, claimed
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -803,6 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks import report
 
     failures: list[tuple[RunSpec, str]] = []
+    elsewhere: list[RunSpec] = []  # runs another process held when this one came to them
     if not args.only_report:
         if args.seeds and not set(args.seeds) <= set(exp.seeds):
             raise InputError(f"--seeds: {', '.join(map(str, sorted(set(args.seeds) - set(exp.seeds))))} "
@@ -824,24 +830,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             while todo:
                 for spec in todo:
-                    counter += 1
-                    resuming = resume_path(out, spec).is_file()
-                    print(f"[{counter}/{total}] {spec.describe()}"
-                          + (" (continuing an interrupted run)" if resuming else "") + " ...",
-                          end=" ", flush=True)
-                    started = time.perf_counter()
-                    progress = RunProgress(str(spec.config_dict.get("valid_metric", "score")),
-                                           sys.stdout)
-                    run, reason = execute(spec, exp, out, scratch, isolate, progress)
-                    took = _duration(time.perf_counter() - started)
-                    if run is None:
-                        failures.append((spec, reason))
-                        progress.end(f"FAILED ({took}): {reason}")
-                    else:
-                        progress.end(f"{_progress_metric(run)} ({took})")
+                    with claimed(resume_path(out, spec)) as mine:
+                        if not mine:  # another process runs the same command on this folder
+                            holder = claim_holder(resume_path(out, spec))
+                            print(f"  {spec.describe()}: another process runs it"
+                                  + (f" ({holder})" if holder else "") + "; skipped here", flush=True)
+                            elsewhere.append(spec)
+                            continue
+                        if read_run(spec.path, spec.spec_hash)[0] is not None:
+                            continue  # finished by another process since the plan was made
+                        counter += 1
+                        resuming = resume_path(out, spec).is_file()
+                        print(f"[{counter}/{total}] {spec.describe()}"
+                              + (" (continuing an interrupted run)" if resuming else "") + " ...",
+                              end=" ", flush=True)
+                        started = time.perf_counter()
+                        progress = RunProgress(str(spec.config_dict.get("valid_metric", "score")),
+                                               sys.stdout)
+                        run, reason = execute(spec, exp, out, scratch, isolate, progress)
+                        took = _duration(time.perf_counter() - started)
+                        if run is None:
+                            failures.append((spec, reason))
+                            progress.end(f"FAILED ({took}): {reason}")
+                        else:
+                            progress.end(f"{_progress_metric(run)} ({took})")
+                    _remove_empty_parents(resume_path(out, spec), stop=Path(out))
                 # phase 2 becomes plannable once a row's grid is complete
                 todo, _, _ = plan(exp, out, args.data_path, args.models, args.seeds)
-                todo = [spec for spec in todo if all(spec.path != f.path for f, _ in failures)]
+                skipped = {f.path for f, _ in failures} | {spec.path for spec in elsewhere}
+                todo = [spec for spec in todo if spec.path not in skipped]
         except KeyboardInterrupt:
             rerun = command + "".join(f" --{option} {' '.join(map(str, values))}" for option, values
                                       in (("models", args.models), ("seeds", args.seeds)) if values)
@@ -856,6 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = (f"{summary.finished} of {summary.planned} runs finished"
               + ("" if summary.finished == summary.planned else "; PARTIAL"))
     print(f"report: {written['report']} ({status})")
+    if elsewhere:
+        print(f"{len(elsewhere)} run(s) were left to the other process(es) running them; rerun "
+              "the command once they end to finish what is left and rebuild the report")
     if failures:
         print(f"{len(failures)} run(s) failed; logs under {Path(out) / 'failed'}", file=sys.stderr)
         return 1

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.files import atomic_outputs, claimed
 
 from . import fusion
 
@@ -80,17 +80,23 @@ def ensure_models(plan: fusion.FusionPlan, out: Path, expected: str, records: Ma
             if target.is_file():
                 continue
             what = "refit" if refit else "trained"
-            say(f"ensemble: seed {seed}'s {what} model was not kept; training it again "
-                "(same settings and seed)", flush=True)
-            if refit:
-                scratch = fusion.refit_path(out, seed, expected)
-                source = fusion.refit_seed(plan, records[seed], scratch,
-                                           progress=say is print)["_checkpoint"]
-            else:
-                scratch = out / "partial" / f"seed{seed}-{expected}-model"
-                source = fusion.train_seed(plan, seed, scratch, say)["checkpoint"]
-            fusion.keep_model(source, target)
-            shutil.rmtree(scratch, ignore_errors=True)
+            scratch = (fusion.refit_path(out, seed, expected) if refit
+                       else out / "partial" / f"seed{seed}-{expected}-model")
+            with claimed(scratch) as mine:  # another process may rebuild the same file
+                if not mine:
+                    fusion.held_elsewhere(say, f"ensemble: seed {seed}'s {what} model", scratch)
+                    continue
+                if target.is_file():
+                    continue  # kept by another process meanwhile
+                say(f"ensemble: seed {seed}'s {what} model was not kept; training it again "
+                    "(same settings and seed)", flush=True)
+                if refit:
+                    source = fusion.refit_seed(plan, records[seed], scratch,
+                                               progress=say is print)["_checkpoint"]
+                else:
+                    source = fusion.train_seed(plan, seed, scratch, say)["checkpoint"]
+                fusion.keep_model(source, target)
+                shutil.rmtree(scratch, ignore_errors=True)
             with contextlib.suppress(OSError):
                 scratch.parent.rmdir()  # partial/, when nothing else is in progress
 
@@ -235,11 +241,21 @@ def run(plan: fusion.FusionPlan, out: Path, expected: str,
         say(f"ensemble: waits for the model files of seed(s) {', '.join(map(str, others))} "
             f"(built by: --seeds {' '.join(map(str, others))})", flush=True)
         return None
-    say(f"ensemble of seeds {', '.join(map(str, plan.seeds))}: checking the members, then "
-        "choosing alpha on validation", flush=True)
-    result = evaluate(plan, out, expected, records, say)
-    with atomic_outputs([result_path(out)]) as (tmp,):
-        Path(tmp).write_text(json.dumps(result, indent=1, sort_keys=True))
+    work = out / "partial" / f"ensemble-{expected}"  # claimed while evaluated (nothing in it)
+    with claimed(work) as mine:
+        if not mine:
+            fusion.held_elsewhere(say, "ensemble: evaluation", work)
+            return None
+        done = read(out, expected, plan)
+        if done is not None and not adopted:
+            return done  # evaluated by another process meanwhile
+        say(f"ensemble of seeds {', '.join(map(str, plan.seeds))}: checking the members, then "
+            "choosing alpha on validation", flush=True)
+        result = evaluate(plan, out, expected, records, say)
+        with atomic_outputs([result_path(out)]) as (tmp,):
+            Path(tmp).write_text(json.dumps(result, indent=1, sort_keys=True))
+    with contextlib.suppress(OSError):
+        work.parent.rmdir()  # partial/, when nothing else is in progress
     return result
 
 

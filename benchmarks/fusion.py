@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.files import atomic_outputs, claim_holder, claimed
 
 from .report import METRICS as METRIC_LABELS
 from .report import SIGNIFICANCE_METRICS, _csv, _md_table, _p, fmt, machine, mean_std, paired_test
@@ -772,6 +772,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def held_elsewhere(say, what: str, work: Path) -> None:
+    """Say that another process holds ``work`` (see ``recbole_srgnn.files.claimed``)."""
+    holder = claim_holder(work)
+    say(f"{what}: another process runs it" + (f" ({holder})" if holder else "")
+        + "; skipped here (rerun once it ends)", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -798,25 +805,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{plan.name}: {len(seeds)} seed(s), {finished} finished, "
                   f"{len(seeds) - finished} to run"
                   + (f", {refits} to refit on train + valid" if plan.refit else ""), flush=True)
+        say = (lambda *a, **k: None) if args.quiet else print
         for i, seed in enumerate(todo, 1):
-            record = records[seed]
-            if not args.quiet:
-                doing = ("refitting" if record is not None else
-                         "trained before" if seed in given else "training")
-                print(f"[{i}/{len(todo)}] seed {seed}: {doing} {plan.model} on {plan.dataset}", flush=True)
-            if record is None:
+            # another process may run the same command on this folder: claim each step's work
+            # folder first, and read the record again once it is ours
+            if records[seed] is None:
                 scratch = partial_path(out, seed, expected)
-                record = run_seed(plan, seed, scratch, progress=not args.quiet, trained=given.get(seed))
-                record["settings_hash"] = expected
-                checkpoint = record.pop("_checkpoint", None)
-                _write_record(out, seed, record, scratch,
-                              checkpoint and (checkpoint, model_path(out, seed, expected)))
-            if needs_refit(plan, record):
+                with claimed(scratch) as mine:
+                    if not mine:
+                        held_elsewhere(say, f"[{i}/{len(todo)}] seed {seed}: training", scratch)
+                        continue
+                    records[seed] = read_seed(seed_path(out, seed), expected)
+                    if records[seed] is None:
+                        say(f"[{i}/{len(todo)}] seed {seed}: "
+                            f"{'trained before' if seed in given else 'training'} {plan.model} on "
+                            f"{plan.dataset}", flush=True)
+                        record = run_seed(plan, seed, scratch, progress=not args.quiet,
+                                          trained=given.get(seed))
+                        record["settings_hash"] = expected
+                        checkpoint = record.pop("_checkpoint", None)
+                        _write_record(out, seed, record, scratch,
+                                      checkpoint and (checkpoint, model_path(out, seed, expected)))
+                        records[seed] = record
+            if needs_refit(plan, records[seed]):
                 scratch = refit_path(out, seed, expected)
-                record["refit"] = refit_seed(plan, record, scratch, progress=not args.quiet)
-                checkpoint = record["refit"].pop("_checkpoint", None)
-                _write_record(out, seed, record, scratch,
-                              checkpoint and (checkpoint, model_path(out, seed, expected, refit=True)))
+                with claimed(scratch) as mine:
+                    if not mine:
+                        held_elsewhere(say, f"[{i}/{len(todo)}] seed {seed}: refit", scratch)
+                        continue
+                    record = records[seed] = read_seed(seed_path(out, seed), expected)
+                    if needs_refit(plan, record):
+                        say(f"[{i}/{len(todo)}] seed {seed}: refitting {plan.model} on "
+                            f"{plan.dataset}", flush=True)
+                        record["refit"] = refit_seed(plan, record, scratch, progress=not args.quiet)
+                        checkpoint = record["refit"].pop("_checkpoint", None)
+                        _write_record(out, seed, record, scratch, checkpoint and (
+                            checkpoint, model_path(out, seed, expected, refit=True)))
+            with contextlib.suppress(OSError):
+                (out / "partial").rmdir()  # when nothing else is in progress
         if plan.ensemble and not args.only_report:
             from . import ensemble
 

@@ -1,12 +1,18 @@
-"""Small file helpers: atomic multi-file writes and content checksums."""
+"""Small file helpers: atomic multi-file writes, claims on work in progress, content checksums."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Iterator, Sequence
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; claims always succeed (run one process)
+    fcntl = None
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
@@ -36,6 +42,61 @@ def atomic_outputs(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
         raise
     for tmp, final in zip(temps, finals):
         os.replace(tmp, final)
+
+
+def lock_path(work: str | os.PathLike) -> Path:
+    """The lock file that marks ``work`` (a file or folder in progress) as claimed."""
+    work = Path(work)
+    return work.with_name(f"{work.name}.lock")
+
+
+@contextlib.contextmanager
+def claimed(work: str | os.PathLike) -> Iterator[bool]:
+    """Claim ``work`` for this process while the block runs; yields False if another holds it.
+
+    Several processes may run the same resumable command on one results folder (one per core or
+    per machine on a shared disk): each one claims a run before starting it and skips the runs
+    another live process holds. The claim is an exclusive ``flock`` on ``<work>.lock``, which
+    the operating system drops when its process ends, however it ends, so a killed run never
+    leaves a stale claim. The file holds the owner's host and process id, for people. Claims do
+    not nest: a second claim of the same work in the same process also yields False.
+    """
+    lock = lock_path(work)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock, "a+", encoding="utf-8")
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            yield False
+            return
+        try:  # the holder before us may have deleted the file as we opened it: lock the new one
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+        handle.flush()
+        yield True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()  # while still locked, so no one else holds this file
+        handle.close()
+
+
+def claim_holder(work: str | os.PathLike) -> str:
+    """Who holds the claim on ``work`` ("host pid"), as its lock file says; "" if unknown."""
+    try:
+        return lock_path(work).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
 
 
 def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:

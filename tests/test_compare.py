@@ -166,6 +166,36 @@ def test_seeds_option_runs_only_those_seeds(smoke, tmp_path, capsys):
     assert rc == 2 and "--seeds: 7 not in" in err and "Traceback" not in err
 
 
+def test_a_run_another_process_holds_is_left_to_it(smoke, tmp_path):
+    """Two processes on one results folder split the runs: a claimed run is skipped, not redone."""
+    from recbole_srgnn.files import claimed
+
+    out = tmp_path / "out"
+    shutil.copytree(smoke["out"], out)
+    seed1 = out / "runs" / "SessionPop" / "default-seed1.json"
+    seed2 = out / "runs" / "SessionPop" / "default-seed2.json"
+    seed1.unlink()
+    seed2.unlink()
+    argv = list(smoke["argv"])
+    argv[argv.index("--out") + 1] = out
+    todo, _, _ = compare.plan(compare.load_experiment(SMOKE), out, str(smoke["root"] / "data"))
+    held = next(spec for spec in todo if spec.path == seed1.resolve())
+    calls = smoke["calls"]
+    n = len(calls)
+    with claimed(compare.resume_path(out, held)) as mine:  # what the other process holds
+        assert mine
+        rc, stdout, _ = call(argv)
+        assert rc == 0
+        assert calls[n:] == [str(seed2.resolve())] and seed2.is_file() and not seed1.exists()
+        assert f"{held.describe()}: another process runs it ({os.uname().nodename} {os.getpid()}); " \
+               "skipped here" in stdout
+        assert "1 run(s) were left to the other process(es)" in stdout
+        assert "PARTIAL" in (out / "report.md").read_text()
+    rc, stdout, _ = call(argv)  # released: the run is this process's again
+    assert rc == 0 and calls[n + 1:] == [str(seed1.resolve())] and seed1.is_file()
+    assert "left to the other" not in stdout and not (out / "partial").exists()
+
+
 def test_only_report_reads_without_training(smoke, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(smoke["out"], out)

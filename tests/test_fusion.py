@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -184,6 +185,27 @@ def test_finished_seeds_are_not_redone_and_partial_is_marked(fused_run, tmp_path
     changed = write_config(tmp_path, alphas=[1.0])
     call(["--config", changed, "--output", out, "--seeds", "1"])
     assert trained == [1]
+
+
+def test_a_seed_another_process_holds_is_left_to_it(fused_run, tmp_path, monkeypatch):
+    from recbole_srgnn.files import claimed
+
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    finished = json.loads((fused_run["out"] / "runs" / "seed1.json").read_text())
+    trained = []
+    monkeypatch.setattr(fusion, "run_seed",
+               lambda plan, seed, scratch, **kw: trained.append(seed) or {**finished, "seed": seed})
+    expected = fusion.settings_hash(fusion.load_plan(fused_run["config"]))
+    with claimed(fusion.partial_path(out, 2, expected)) as mine:  # another process trains seed 2
+        assert mine
+        rc, text, err = call(["--config", fused_run["config"], "--output", out])
+        assert rc == 0, err
+        assert trained == [1] and not (out / "runs" / "seed2.json").exists()
+        assert f"seed 2: training: another process runs it ({os.uname().nodename} {os.getpid()}); " \
+               "skipped here" in text
+    rc, text, err = call(["--config", fused_run["config"], "--output", out])
+    assert rc == 0 and trained == [1, 2] and not (out / "partial").exists()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -506,3 +528,36 @@ def test_ensemble_builds_only_the_models_of_the_seeds_it_runs(ensembled, tmp_pat
     rc, text, err = call(["--config", config, "--output", out, "--seeds", "2"])
     assert rc == 0, err
     assert trained == [(1, "refit"), (2, "trained")] and (out / "ensemble.json").is_file()
+
+
+def test_two_processes_rebuild_one_seeds_two_models_side_by_side(ensembled, tmp_path, monkeypatch):
+    """While another process rebuilds seed 2's trained model, this one rebuilds its refit."""
+    from recbole_srgnn.files import claimed
+
+    out = tmp_path / "out"
+    shutil.copytree(ensembled["out"], out)
+    config = ensembled["config"]
+    expected = fusion.settings_hash(fusion.load_plan(config))
+    (out / "ensemble.json").unlink()
+    fusion.model_path(out, 2, expected).unlink()
+    fusion.model_path(out, 2, expected, refit=True).unlink()
+    with claimed(out / "partial" / f"seed2-{expected}-model") as mine:
+        assert mine
+        rc, text, err = call(["--config", config, "--output", out, "--seeds", "2"])
+        assert rc == 0, err
+        assert "seed 2's trained model: another process runs it" in text
+        assert "seed 2's refit model was not kept; training it again" in text
+        assert fusion.model_path(out, 2, expected, refit=True).is_file()
+        assert "waits for the model files of seed(s) 2" in text and not (out / "ensemble.json").exists()
+    work = out / "partial" / f"ensemble-{expected}"
+    with claimed(work) as mine:  # the other process, its model done, evaluates the ensemble
+        assert mine
+        rc, text, err = call(["--config", config, "--output", out, "--seeds", "2"])
+        assert rc == 0, err
+        assert "seed 2's trained model was not kept; training it again" in text
+        assert "ensemble: evaluation: another process runs it" in text
+        assert not (out / "ensemble.json").exists()
+    rc, text, err = call(["--config", config, "--output", out, "--seeds", "2"])
+    assert rc == 0, err
+    assert "training it again" not in text and (out / "ensemble.json").is_file()
+    assert not (out / "partial").exists()
