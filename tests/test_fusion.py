@@ -502,15 +502,22 @@ def test_ensemble_options_are_checked(tmp_path):
     assert rc == 2 and "'ensemble: true'" in err
 
 
-def test_ensemble_builds_only_the_models_of_the_seeds_it_runs(ensembled, tmp_path, monkeypatch):
-    """--seeds 1 rebuilds seed 1's lost model and waits for seed 2's; --seeds 2 then finishes."""
+def ensemble_without(ensembled, tmp_path: Path, *lost: tuple[int, bool]) -> tuple[Path, Path, str]:
+    """A copy of the ensembled results without its ensemble result and the ``lost`` (seed,
+    refit) model files; returns (results folder, config, settings hash)."""
     out = tmp_path / "out"
     shutil.copytree(ensembled["out"], out)
     config = ensembled["config"]
     expected = fusion.settings_hash(fusion.load_plan(config))
     (out / "ensemble.json").unlink()
-    fusion.model_path(out, 1, expected, refit=True).unlink()
-    fusion.model_path(out, 2, expected).unlink()
+    for seed, refit in lost:
+        fusion.model_path(out, seed, expected, refit=refit).unlink()
+    return out, config, expected
+
+
+def test_ensemble_builds_only_the_models_of_the_seeds_it_runs(ensembled, tmp_path, monkeypatch):
+    """--seeds 1 rebuilds seed 1's lost model and waits for seed 2's; --seeds 2 then finishes."""
+    out, config, expected = ensemble_without(ensembled, tmp_path, (1, True), (2, False))
     trained = []
     real_train, real_refit = fusion.train_seed, fusion.refit_seed
     def counted_train(plan, seed, *args, **kwargs):
@@ -534,13 +541,7 @@ def test_two_processes_rebuild_one_seeds_two_models_side_by_side(ensembled, tmp_
     """While another process rebuilds seed 2's trained model, this one rebuilds its refit."""
     from recbole_srgnn.files import claimed
 
-    out = tmp_path / "out"
-    shutil.copytree(ensembled["out"], out)
-    config = ensembled["config"]
-    expected = fusion.settings_hash(fusion.load_plan(config))
-    (out / "ensemble.json").unlink()
-    fusion.model_path(out, 2, expected).unlink()
-    fusion.model_path(out, 2, expected, refit=True).unlink()
+    out, config, expected = ensemble_without(ensembled, tmp_path, (2, False), (2, True))
     with claimed(out / "partial" / f"seed2-{expected}-model") as mine:
         assert mine
         rc, text, err = call(["--config", config, "--output", out, "--seeds", "2"])
