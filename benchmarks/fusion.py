@@ -290,8 +290,12 @@ def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print, *,
 
     ``refit_epochs``: train the final fit instead, on training + validation cases
     (``train_on_valid``) for exactly that many epochs."""
+    import torch
+
     from recbole_srgnn import pipeline
 
+    if plan.threads:  # also for the ensemble's rebuilds, which call this directly
+        torch.set_num_threads(plan.threads)
     name = "refit" if refit_epochs else "train"
     trained = _finished_training(scratch / f"{name}.json")
     if trained is not None:

@@ -461,9 +461,18 @@ def test_ensemble_is_not_redone_and_a_lost_model_is_retrained_to_its_record(ense
     # lose seed 2's trained model and the result: it is trained again, same seed, and must match
     fusion.model_path(out, 2, expected).unlink()
     (out / "ensemble.json").unlink()
-    rc, text, err = call(["--config", config, "--output", out])
+    threads, real_run = [], pipeline.run
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: threads.append(torch.get_num_threads())
+                        or real_run(*a, **k))
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rc, text, err = call(["--config", config, "--output", out])
+    finally:
+        torch.set_num_threads(before_threads)
     assert rc == 0, err
     assert "seed 2's trained model was not kept; training it again" in text
+    assert threads == [1]  # the config's torch threads, as in the seed's own training
     after = json.loads((out / "ensemble.json").read_text())
     assert after["test_fused"] == pytest.approx(before["test_fused"], abs=ensemble.TOLERANCE)
     assert not (out / "partial").exists(), list((out / "partial").rglob("*"))
