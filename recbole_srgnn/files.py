@@ -62,9 +62,12 @@ def claimed(work: str | os.PathLike) -> Iterator[bool]:
     not nest: a second claim of the same work in the same process also yields False.
     """
     lock = lock_path(work)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        handle = open(lock, "a+", encoding="utf-8")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(lock, "a+", encoding="utf-8")
+        except FileNotFoundError:  # another process removed the (empty) folder just now
+            continue
         if fcntl is None:
             break
         try:
