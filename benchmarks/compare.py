@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError, cli_errors, sigterm_as_interrupt
-from recbole_srgnn.files import claim_holder, claimed
+from recbole_srgnn.files import claimed, held_elsewhere
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -832,9 +832,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for spec in todo:
                     with claimed(resume_path(out, spec)) as mine:
                         if not mine:  # another process runs the same command on this folder
-                            holder = claim_holder(resume_path(out, spec))
-                            print(f"  {spec.describe()}: another process runs it"
-                                  + (f" ({holder})" if holder else "") + "; skipped here", flush=True)
+                            print("  " + held_elsewhere(spec.describe(), resume_path(out, spec)),
+                                  flush=True)
                             elsewhere.append(spec)
                             continue
                         if read_run(spec.path, spec.spec_hash)[0] is not None:

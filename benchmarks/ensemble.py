@@ -84,7 +84,7 @@ def ensure_models(plan: fusion.FusionPlan, out: Path, expected: str, records: Ma
                        else out / "partial" / f"seed{seed}-{expected}-model")
             with claimed(scratch) as mine:  # another process may rebuild the same file
                 if not mine:
-                    fusion.held_elsewhere(say, f"ensemble: seed {seed}'s {what} model", scratch)
+                    fusion.say_held(say, f"ensemble: seed {seed}'s {what} model", scratch)
                     continue
                 if target.is_file():
                     continue  # kept by another process meanwhile
@@ -244,7 +244,7 @@ def run(plan: fusion.FusionPlan, out: Path, expected: str,
     work = out / "partial" / f"ensemble-{expected}"  # claimed while evaluated (nothing in it)
     with claimed(work) as mine:
         if not mine:
-            fusion.held_elsewhere(say, "ensemble: evaluation", work)
+            fusion.say_held(say, "ensemble: evaluation", work)
             return None
         done = read(out, expected, plan)
         if done is not None and not adopted:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.files import atomic_outputs, claim_holder, claimed
+from recbole_srgnn.files import atomic_outputs, claimed, held_elsewhere
 
 from .report import METRICS as METRIC_LABELS
 from .report import SIGNIFICANCE_METRICS, _csv, _md_table, _p, fmt, machine, mean_std, paired_test
@@ -776,11 +776,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def held_elsewhere(say, what: str, work: Path) -> None:
+def say_held(say, what: str, work: Path) -> None:
     """Say that another process holds ``work`` (see ``recbole_srgnn.files.claimed``)."""
-    holder = claim_holder(work)
-    say(f"{what}: another process runs it" + (f" ({holder})" if holder else "")
-        + "; skipped here (rerun once it ends)", flush=True)
+    say(held_elsewhere(what, work) + " (rerun once it ends)", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -817,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scratch = partial_path(out, seed, expected)
                 with claimed(scratch) as mine:
                     if not mine:
-                        held_elsewhere(say, f"[{i}/{len(todo)}] seed {seed}: training", scratch)
+                        say_held(say, f"[{i}/{len(todo)}] seed {seed}: training", scratch)
                         continue
                     records[seed] = read_seed(seed_path(out, seed), expected)
                     if records[seed] is None:
@@ -835,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scratch = refit_path(out, seed, expected)
                 with claimed(scratch) as mine:
                     if not mine:
-                        held_elsewhere(say, f"[{i}/{len(todo)}] seed {seed}: refit", scratch)
+                        say_held(say, f"[{i}/{len(todo)}] seed {seed}: refit", scratch)
                         continue
                     record = records[seed] = read_seed(seed_path(out, seed), expected)
                     if needs_refit(plan, record):

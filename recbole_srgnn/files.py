@@ -102,6 +102,12 @@ def claim_holder(work: str | os.PathLike) -> str:
         return ""
 
 
+def held_elsewhere(what: str, work: str | os.PathLike) -> str:
+    """The line saying that ``what`` was skipped because another process holds ``work``."""
+    holder = claim_holder(work)
+    return f"{what}: another process runs it" + (f" ({holder})" if holder else "") + "; skipped here"
+
+
 def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
