@@ -278,7 +278,22 @@ def table_rows(result: Mapping) -> list[list[str]]:
     return table
 
 
-def report_lines(result: Mapping) -> list[str]:
+def sampling_line(result: Mapping, test_cases: int | None) -> str | None:
+    """The test split's sampling error of the best ensemble's Hit@10 (a proportion of test cases)."""
+    if not test_cases:
+        return None
+    from .report import wilson_interval
+
+    name, best = (("refit ensemble + rules", result["refit"]["test_fused"]) if result.get("refit")
+                  else ("ensemble + rules", result["test_fused"]))
+    low, high = wilson_interval(best["hit@10"], test_cases)
+    return (f"Sampling error of the test split: Hit@10 of the {name}, {best['hit@10']:.4f}, is a "
+            f"proportion of {test_cases} test cases; its 95 % Wilson interval is "
+            f"[{low:.4f}, {high:.4f}]. A fixed target inside it is neither met nor missed beyond "
+            "doubt by this test split.")
+
+
+def report_lines(result: Mapping, test_cases: int | None = None) -> list[str]:
     metric = result["valid_metric"]
     checks = ", ".join(f"seed {c['seed']} {c['model']} ({c['split']}, {c['max_diff']:.1e})"
                        for c in result["member_checks"])
@@ -296,7 +311,8 @@ def report_lines(result: Mapping) -> list[str]:
           f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",
           "yes" if (s["alpha"], s.get("repeat_boost")) == (result["chosen_alpha"], result["chosen_repeat_boost"]) else ""]
          for s in result["sweep"]])
-    return lines
+    sampling = sampling_line(result, test_cases)
+    return lines + (["", sampling] if sampling else [])
 
 
 def csv_rows(result: Mapping) -> list[dict]:

@@ -565,7 +565,7 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
                   "", "Same tests, over the refitted seeds; diff = refit − train only.", ""]
         lines += _paired_table(refits, lambda r: r["refit"]["test_fused"], lambda r: r["test_fused"])
     if ensembled:
-        lines += [""] + ensemble.report_lines(ensembled)
+        lines += [""] + ensemble.report_lines(ensembled, data.get("test_cases"))
     elif plan.ensemble:
         lines += ["", "## Ensemble of the seeds' models", "",
                   "Not measured yet: it runs once every seed is recorded"

@@ -161,6 +161,18 @@ def paired_test(ref: Mapping[int, float], other: Mapping[int, float]) -> dict:
     return out
 
 
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for z = 1.96) of a proportion ``p`` measured on ``n`` cases.
+
+    A Hit@K on a fixed test split is such a proportion: this is its sampling error over test
+    cases, which the spread over training seeds does not show."""
+    if n <= 0 or not 0.0 <= p <= 1.0:
+        raise ValueError(f"wilson_interval: need 0 <= p <= 1 and n > 0, got p={p}, n={n}")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _p(value: float | None) -> str:
     if value is None:
         return "n/a"

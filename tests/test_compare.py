@@ -414,6 +414,18 @@ def test_paired_test_against_scipy():
     assert report.paired_test({1: 0.4, 2: 0.5}, {1: 0.4, 2: 0.5})["note"].startswith("n/a")
 
 
+def test_wilson_interval_against_scipy():
+    from scipy import stats
+
+    for k, n in [(50, 100), (7858, 15132), (0, 40), (40, 40), (3, 1000)]:
+        expected = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        low, high = report.wilson_interval(k / n, n)
+        assert (low, high) == (pytest.approx(expected.low, abs=1e-4), pytest.approx(expected.high, abs=1e-4))
+        assert low <= k / n <= high
+    with pytest.raises(ValueError):
+        report.wilson_interval(0.5, 0)
+
+
 def test_tuning_on_fewer_seeds_plans_the_rest_for_the_chosen_point(tmp_path):
     exp = experiment(tuning={"budget": 2, "seeds": 1})
     assert exp.total_runs == 2 * (2 * 1 + 2)

@@ -442,6 +442,12 @@ def test_ensemble_of_the_seeds_models_is_chosen_on_validation_and_reported(ensem
     report = (out / "report.md").read_text()
     assert "## Ensemble of the seeds' models" in report
     assert "| ensemble of the refits + rules (same alpha) | 2 (one ensemble) |" in report
+    from benchmarks.report import wilson_interval
+
+    cases, hit = found[1]["data"]["test_cases"], result["refit"]["test_fused"]["hit@10"]
+    low, high = wilson_interval(hit, cases)
+    assert (f"Hit@10 of the refit ensemble + rules, {hit:.4f}, is a proportion of {cases} test cases; its "
+            f"95 % Wilson interval is [{low:.4f}, {high:.4f}]") in report
     with open(out / "runs.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["seed"] == "ensemble"]
     assert len([r for r in rows if r["split"] == "valid"]) == len(result["sweep"])
