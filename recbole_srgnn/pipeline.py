@@ -58,6 +58,31 @@ BUILTIN_SRGNN = "RecBoleSRGNN"  # RecBole's own (dense, CPU-graph) SR-GNN: our s
 
 logger = logging.getLogger(__name__)
 
+# RecBole 1.2.1's recbole/model/sequential_recommender/sine.py calls
+# torch.autograd.set_detect_anomaly(True) when it is imported, and importing any of RecBole's
+# sequential models (GRU4Rec, NARM, its SRGNN, ... through get_model) imports it. From then on the
+# whole process records a Python stack trace for every autograd operation: measured here, a
+# GRU4Rec training batch ran 1.5x slower, and nothing is computed differently.
+_SINE_MODULE = "recbole.model.sequential_recommender.sine"
+
+
+def _import_recbole_models() -> None:
+    """Import RecBole's model packages now and undo the anomaly switch that SINE's import flips.
+
+    If SINE was imported before this module, the switch is assumed to be its doing and is turned
+    off as well. To debug with anomaly detection, turn it on after importing this module: run()
+    then warns that training is slower."""
+    enabled, check_nan = torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+    if _SINE_MODULE in sys.modules:
+        enabled = False
+    import recbole.model.general_recommender  # noqa: F401
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    torch.autograd.set_detect_anomaly(enabled, check_nan=check_nan)
+
+
+_import_recbole_models()
+
 
 # ---------------------------------------------------------------------------------------------
 # Model names
@@ -325,6 +350,9 @@ def _start(config: Config, quiet: bool) -> None:
     device = torch.device(config["device"])
     if config["flush_denormal"] and device.type == "cpu":
         torch.set_flush_denormal(True)  # DESIGN §4: softmax over a big catalogue makes denormals
+    if torch.is_anomaly_enabled():
+        logger.warning("torch autograd anomaly detection is on (torch.autograd.set_detect_anomaly): "
+                       "training is much slower")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # peak_gpu_mb per run, not per process
 

@@ -45,12 +45,16 @@ def tiny_dict(root: Path, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def gru_run(workdir):
-    calls = []
+    calls, anomaly = [], []
+
+    def callback(*args):
+        calls.append(args)
+        anomaly.append(torch.is_anomaly_enabled())
+
     result_file = workdir / "gru.json"
-    results = pipeline.run(
-        "GRU4Rec", "tiny", config_dict=tiny_dict(workdir),
-        epoch_callback=lambda *args: calls.append(args), result_file=result_file, quiet=True,
-    )
+    results = pipeline.run("GRU4Rec", "tiny", config_dict=tiny_dict(workdir),
+                           epoch_callback=callback, result_file=result_file, quiet=True)
+    assert anomaly == [False, False]  # RecBole's SINE import turns it on; the pipeline undoes it
     return results, calls, result_file
 
 
@@ -66,6 +70,45 @@ def test_resolve_model_plugin_builtin_and_aliases():
     assert pipeline.resolve_model("RecBoleSRGNN") is RecBoleSRGNN
     assert pipeline.resolve_model("GRU4Rec") is GRU4Rec
     assert pipeline.resolve_model("gru4rec") is GRU4Rec  # case-insensitive fallback
+
+
+IMPORT_ORDERS = {
+    # RecBole's models imported through the pipeline, then directly: the switch stays off
+    "pipeline first": "from recbole_srgnn import pipeline\n"
+                      "for name in ('GRU4Rec', 'NARM', 'RecBoleSRGNN', 'SINE'):\n"
+                      "    pipeline.resolve_model(name)\n"
+                      "import recbole.model.sequential_recommender.sine\n",
+    # RecBole's models imported before the pipeline (SINE flipped the switch then): it is undone
+    "recbole first": "import recbole.model.sequential_recommender\n"
+                     "assert torch.is_anomaly_enabled()\n"
+                     "from recbole_srgnn import pipeline\n",
+}
+
+
+@pytest.mark.parametrize("order", sorted(IMPORT_ORDERS))
+def test_importing_recbole_models_leaves_anomaly_detection_off(order):
+    import subprocess
+    import sys
+
+    code = "import torch\n" + IMPORT_ORDERS[order] + "print(torch.is_anomaly_enabled())\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False"]
+
+
+def test_a_run_with_anomaly_detection_on_warns_that_it_is_slower(workdir, caplog):
+    config = pipeline.build_config("GRU4Rec", "tiny", config_dict=tiny_dict(workdir))
+    torch.autograd.set_detect_anomaly(True)  # a user debugging, after importing the pipeline
+    try:
+        with caplog.at_level("WARNING", logger="recbole_srgnn.pipeline"):
+            pipeline._start(config, quiet=True)
+    finally:
+        torch.autograd.set_detect_anomaly(False)
+    assert "anomaly detection is on" in caplog.text and "slower" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recbole_srgnn.pipeline"):
+        pipeline._start(config, quiet=True)
+    assert "anomaly" not in caplog.text
 
 
 def test_resolve_model_unknown_lists_choices():
