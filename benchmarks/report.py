@@ -535,6 +535,43 @@ def _resumed_note(collected: Collected) -> str:
             f"epoch are each epoch's own): {names}.")
 
 
+def slowed_epochs(row: Row, run: Mapping[str, Any]) -> tuple[int, int]:
+    """(epochs timed with torch's autograd anomaly detection on, epochs) of one run.
+
+    RecBole 1.2.1's SINE module turns the detection on for the whole process when RecBole's
+    sequential models are imported; the pipeline turns it off again and records the switch per
+    epoch. Epochs recorded before that carry no flag: for RecBole's models they ran with it on."""
+    from recbole_srgnn.model import MODELS
+
+    builtin = row.entry.model not in MODELS
+    curve = run.get("valid_curve") or []
+    return sum(1 for entry in curve if entry.get("anomaly_detection", builtin)), len(curve)
+
+
+def _slowed(row: Row) -> bool:
+    return any(slowed_epochs(row, run)[0] for run in row.selected.values())
+
+
+def _anomaly_note(collected: Collected) -> str:
+    runs = []
+    for row in collected.rows:
+        for (tag, seed), run in sorted(row.runs.items(), key=lambda kv: (row.entry.tags.index(kv[0][0]), kv[0][1])):
+            slowed, epochs = slowed_epochs(row, run)
+            if slowed:
+                label = point_label(row.entry.point(tag))
+                runs.append(f"{row.name}{' ' + label if label != '(no grid)' else ''} seed {seed} "
+                            f"({slowed} of {epochs} epochs)")
+    if not runs:
+        return ""
+    return ("† Seconds per epoch inflated: these runs trained some or all epochs with torch's "
+            "autograd anomaly detection on, which RecBole 1.2.1's SINE module switches on for the "
+            "whole process once RecBole's sequential models are imported (recbole_srgnn switches "
+            "it off again since 2026-11-30; epochs recorded before that are counted as on for "
+            "RecBole's models). It records a stack trace per autograd operation and changes no "
+            "result (a GRU4Rec training batch measured 1.5× slower with it on). Compare training "
+            f"speed with `benchmarks/speed.py` instead: {'; '.join(runs)}.")
+
+
 def render(exp: Experiment, collected: Collected, command: str) -> str:
     metric = _valid_metric(collected)
     run = collected.any_run() or {}
@@ -583,7 +620,8 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
         cells = [row.name, selected, f"{len(row.selected)}/{len(exp.seeds)}"]
         for key, _ in METRICS:
             cells.append(fmt(*mean_std(list(row.values(key).values()))))
-        cells.append(fmt(*mean_std(row.field_values("seconds_per_epoch")), digits=2))
+        cells.append(fmt(*mean_std(row.field_values("seconds_per_epoch")), digits=2)
+                     + (" †" if _slowed(row) else ""))
         best_epochs = [e + 1 for e in row.field_values("best_epoch")]  # 1-based for readers
         cells.append(fmt(*mean_std(best_epochs), digits=1))
         memory = row.field_values("peak_rss_mb")
@@ -611,6 +649,9 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
     resumed = _resumed_note(collected)
     if resumed:
         lines.append(resumed)
+    slowed = _anomaly_note(collected)
+    if slowed:
+        lines.append(slowed)
     lines.append("")
     lines += _significance_section(exp, collected)
     lines += _variants_section(exp, collected)

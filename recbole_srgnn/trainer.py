@@ -189,7 +189,9 @@ class SessionTrainer(Trainer):
             self.lr_scheduler.step()
         self.valid_curve.append(
             {"epoch": int(epoch_idx), "train_loss": _float(loss), "learning_rate": lr,
-             "seconds": seconds}
+             "seconds": seconds,
+             # on, autograd records a stack trace per operation: the epoch's time is inflated
+             "anomaly_detection": torch.is_anomaly_enabled()}
         )
         return loss
 

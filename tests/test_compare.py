@@ -90,6 +90,10 @@ def test_smoke_runs_everything_and_writes_the_report(smoke):
     text = (out / "report.md").read_text()
     assert "PARTIAL" not in text
     assert "Hit@1 (next-item accuracy)" in text
+    # RecBole's GRU4Rec (isolated child processes) trained without anomaly detection
+    gru = [json.loads(p.read_text()) for p in run_files(out) if p.parent.name == "GRU4Rec"]
+    assert gru and all(e["anomaly_detection"] is False for run in gru for e in run["valid_curve"])
+    assert "†" not in text
     assert "ttest_rel" in text and "wilcoxon" in text
     assert "## Faithful default vs best option" in text and "SRGNN-global" in text
     assert "python -m benchmarks.compare --config benchmarks/configs/smoke.yaml" in text
@@ -327,13 +331,13 @@ def experiment(**changes) -> compare.Experiment:
     return compare.parse_experiment(data, "fake.yaml")
 
 
-def write_fake(exp, out, name, tag, seed, valid, test, phase=1):
+def write_fake(exp, out, name, tag, seed, valid, test, phase=1, curve=None):
     spec = compare.make_spec(exp, exp.entry(name), tag, seed, phase, out)
     run = {
         "model": spec.model, "dataset": exp.dataset, "valid_metric": "mrr@10",
         "best_valid_score": valid, "best_valid_result": {"mrr@10": valid},
         "test_result": {"hit@1": test / 2, "hit@10": test, "mrr@10": test / 3},
-        "valid_curve": [{"epoch": 0, "mrr@10": valid, "valid_score": valid}],
+        "valid_curve": curve or [{"epoch": 0, "mrr@10": valid, "valid_score": valid}],
         "best_epoch": 0, "epochs_trained": 1, "seconds_per_epoch": 1.0, "peak_rss_mb": 100.0,
         "versions": {"recbole": "1.2.1"}, "device": "cpu",
         "compare": {"name": name, "tag": tag, "seed": seed, "phase": phase,
@@ -397,6 +401,33 @@ def test_partial_runs_banner_and_na_significance(tmp_path):
     sel = collected.row("SRGNN").selection
     assert sel.provisional and sel.tag == "learning_rate=0.01"
     assert "n/a (fewer than 2 paired seeds)" in text
+
+
+def test_epochs_timed_with_anomaly_detection_on_are_flagged(tmp_path):
+    exp = experiment(seeds=[1])
+    out = tmp_path / "out"
+
+    def curve(*flags):  # None: an epoch recorded before the flag existed
+        return [{"epoch": i, "mrr@10": 0.2, "valid_score": 0.2,
+                 **({} if flag is None else {"anomaly_detection": flag})} for i, flag in enumerate(flags)]
+
+    for tag in ("learning_rate=0.001", "learning_rate=0.01"):  # the plugin's model: never slowed
+        write_fake(exp, out, "SRGNN", tag, 1, 0.3, 0.5, curve=curve(None, None))
+    # RecBole's GRU4Rec: 2 unflagged epochs (before the fix: on), then one with it off
+    write_fake(exp, out, "GRU4Rec", "learning_rate=0.001", 1, 0.3, 0.4, curve=curve(None, None, False))
+    write_fake(exp, out, "GRU4Rec", "learning_rate=0.01", 1, 0.2, 0.4, curve=curve(False, True))
+    paths, collected = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    text = paths["report"].read_text()
+    assert "GRU4Rec lr=0.001 seed 1 (2 of 3 epochs); GRU4Rec lr=0.01 seed 1 (1 of 2 epochs)." in text
+    assert "SRGNN lr" not in text.split("† Seconds per epoch inflated")[1]
+    table = text.split("## Test results")[1].split("\n\n")[1].splitlines()  # the main table
+    rows = {line.split(" | ")[0]: line for line in table}
+    assert "| 1.00 † |" in rows["| GRU4Rec"] and "†" not in rows["| SRGNN"]
+    # every epoch trained off: no mark, no note
+    for tag in ("learning_rate=0.001", "learning_rate=0.01"):
+        write_fake(exp, out, "GRU4Rec", tag, 1, 0.3, 0.4, curve=curve(False))
+    paths, _ = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    assert "†" not in paths["report"].read_text()
 
 
 def test_paired_test_against_scipy():
