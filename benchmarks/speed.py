@@ -62,9 +62,12 @@ def machine() -> dict:
     return info
 
 
-def shared_settings(args) -> dict:
+def shared_settings(args, dataset: str) -> dict:
     """Settings every model gets, so the comparison is like for like."""
+    size = ({"synthetic_n_events": args.synthetic_events}
+            if args.synthetic_events and dataset == "retailrocket-synthetic" else {})
     return {
+        **size,
         "train_batch_size": args.batch_size,
         "embedding_size": args.embedding_size,
         "hidden_size": args.embedding_size,  # GRU4Rec / NARM
@@ -90,7 +93,7 @@ def worker(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = build_config(args.model, args.dataset, config_dict=shared_settings(args))
+    config = build_config(args.model, args.dataset, config_dict=shared_settings(args, args.dataset))
     init_seed(config["seed"], False)
     if config["device"].type == "cpu":
         torch.set_flush_denormal(True)
@@ -189,7 +192,8 @@ def measure(model: str, dataset: str, args) -> dict:
         "--batch-size", str(args.batch_size), "--embedding-size", str(args.embedding_size),
         "--seed", str(args.seed), "--graph-batches", str(args.graph_batches),
         "--threads", str(args.threads),
-    ] + (["--data-path", args.data_path] if args.data_path else [])
+    ] + (["--data-path", args.data_path] if args.data_path else []) + (
+        ["--synthetic-events", str(args.synthetic_events)] if args.synthetic_events else [])
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
@@ -201,7 +205,7 @@ def prepare(dataset: str, args) -> None:
     """Build the dataset once, before any timing."""
     from recbole_srgnn.pipeline import build_config
 
-    build_config("LastItem", dataset, config_dict=shared_settings(args))
+    build_config("LastItem", dataset, config_dict=shared_settings(args, dataset))
 
 
 def report(results: list[dict], args, info: dict, load: tuple) -> str:
@@ -279,6 +283,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per measurement (0 = torch's default; 1 is steadier "
                              "on a shared machine)")
+    parser.add_argument("--synthetic-events", dest="synthetic_events", type=int, default=None,
+                        help="events in the generated retailrocket-synthetic log (default: its "
+                             "YAML's synthetic_n_events, 120,000); smaller for a quick check")
     parser.add_argument("--data-path", dest="data_path", default=None,
                         help="RecBole data_path for the datasets (default: the configs' dataset/)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))

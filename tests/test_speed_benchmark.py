@@ -17,7 +17,7 @@ def test_speed_benchmark_smoke(tmp_path):
         "--datasets", "retailrocket-synthetic",
         "--models", "SRGNN", "RecBoleSRGNN", "LastItem",
         "--batches", "2", "--warmup", "1", "--rounds", "1", "--graph-batches", "2",
-        "--batch-size", "64", "--embedding-size", "16",
+        "--batch-size", "64", "--embedding-size", "16", "--synthetic-events", "10000",
         "--data-path", str(tmp_path / "dataset"), "--out", str(out),
     ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -32,3 +32,8 @@ def test_speed_benchmark_smoke(tmp_path):
     markdown = (out / "speed.md").read_text()
     assert "| SRGNN |" in markdown and "| RecBoleSRGNN |" in markdown and "Graph construction" in markdown
     assert report["machine"]["cores"] >= 1
+    # the small log was generated once and every worker used it (the default has ~2,900 items)
+    assert {row["num_items"] for row in rows.values()} == {rows["SRGNN"]["num_items"]}
+    assert rows["SRGNN"]["num_items"] < 1000
+    raw = tmp_path / "dataset" / "raw" / "retailrocket-synthetic" / "events.csv"
+    assert sum(1 for _ in raw.open()) - 1 == 10000
