@@ -71,6 +71,10 @@ class Row:
     def field_values(self, key: str) -> list[float]:
         return [float(run[key]) for run in self.selected.values() if run.get(key) is not None]
 
+    def ordered_runs(self) -> list[tuple[tuple[str, int], dict]]:
+        """((tag, seed), run) of every finished run, in grid order, then by seed."""
+        return sorted(self.runs.items(), key=lambda kv: (self.entry.tags.index(kv[0][0]), kv[0][1]))
+
     def valid_values(self) -> list[float]:
         return [v for v in (valid_score(run) for run in self.selected.values()) if v is not None]
 
@@ -283,7 +287,7 @@ def run_rows(collected: Collected) -> list[dict]:
     rows = []
     for row in collected.rows:
         sel_tag = row.selection.tag if row.selection else None
-        for (tag, seed), run in sorted(row.runs.items(), key=lambda kv: (row.entry.tags.index(kv[0][0]), kv[0][1])):
+        for (tag, seed), run in row.ordered_runs():
             block = run.get("compare") or {}
             test = run.get("test_result") or {}
             record = {
@@ -555,7 +559,7 @@ def _slowed(row: Row) -> bool:
 def _anomaly_note(collected: Collected) -> str:
     runs = []
     for row in collected.rows:
-        for (tag, seed), run in sorted(row.runs.items(), key=lambda kv: (row.entry.tags.index(kv[0][0]), kv[0][1])):
+        for (tag, seed), run in row.ordered_runs():
             slowed, epochs = slowed_epochs(row, run)
             if slowed:
                 label = point_label(row.entry.point(tag))
