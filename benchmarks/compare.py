@@ -4,7 +4,7 @@
     python -m benchmarks.compare --config benchmarks/configs/smoke.yaml --out /tmp/smoke
     python -m benchmarks.compare --config ... --only-report        # rebuild the report only
     python -m benchmarks.compare --config ... --models SRGNN NARM  # run only these rows now
-    python -m benchmarks.compare --config ... --dry-run            # print the plan, run nothing
+    python -m benchmarks.compare --config ... --dry-run            # plan + runs in progress, no run
 
 Every run goes through ``recbole_srgnn.pipeline.run`` (the pipeline of ``run.py``: validation
 every epoch, early stopping, the best epoch's model tested). Its results JSON is stored as
@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError, cli_errors, sigterm_as_interrupt
-from recbole_srgnn.files import claimed, held_elsewhere
+from recbole_srgnn.files import claimed, held_elsewhere, live_claim
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -688,6 +688,32 @@ def _progress_metric(run: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def run_status(out: Path, spec: RunSpec) -> str:
+    """What ``--dry-run`` says about a run still to do: how far an interrupted attempt got (its
+    resume state) and whether a live process holds it now; "" for a run not started yet."""
+    from recbole_srgnn.trainer import resume_progress
+
+    state = resume_path(out, spec)
+    notes = []
+    try:
+        progress = resume_progress(state)
+    except InputError as exc:
+        progress = None
+        notes.append(f"unreadable resume state ({exc})")
+    if progress is not None and progress["epochs"]:
+        metric = str(spec.config_dict.get("valid_metric", "score"))
+        spent = (f", {_duration(progress['seconds'])} in {progress['parts']} part(s)"
+                 if progress["seconds"] is not None and progress["parts"] else "")
+        notes.append(f"{progress['epochs']} epoch(s) done{spent}; valid {metric} "
+                     f"{progress['last_score']:.4f} last, {progress['best_score']:.4f} best "
+                     f"(epoch {progress['best_epoch']})"
+                     + ("; training ended, testing left" if progress["finished"] else ""))
+    holder = live_claim(state)
+    if holder:
+        notes.append(f"running now ({holder})")
+    return "; ".join(notes)
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
@@ -723,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--in-process", action="store_true",
                         help="run in this process instead of one process per run "
                              "(faster start; peak memory is then process-wide)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (how far cut-off runs got, which run now) and exit")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)  # internal: the child process
     return parser
 
@@ -821,7 +848,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f", {waiting} waiting for a grid selection" if waiting else ""), flush=True)
         if args.dry_run:
             for spec in todo:
-                print(f"  {spec.describe()} -> {spec.path}")
+                status = run_status(out, spec)
+                print(f"  {spec.describe()} -> {spec.path}"
+                      + (f"\n      {status}" if status else ""))
             return 0
         if todo:
             _preflight(exp, todo)

@@ -102,6 +102,27 @@ def claim_holder(work: str | os.PathLike) -> str:
         return ""
 
 
+def live_claim(work: str | os.PathLike) -> str:
+    """The holder ("host pid") of a claim on ``work`` that looks alive, without touching the lock.
+
+    A read-only check for status displays (taking the lock, even for an instant, could make a
+    runner starting just then skip the work): the lock file names a process on this host that
+    still exists, or a process on another host (which cannot be checked from here). "" if there
+    is no lock file or it names a process here that has ended (killed without cleaning up).
+    """
+    holder = claim_holder(work)
+    host, _, pid = holder.partition(" ")
+    if not holder or host != socket.gethostname():
+        return holder
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return ""
+    except PermissionError:  # exists, owned by someone else
+        pass
+    return holder
+
+
 def held_elsewhere(what: str, work: str | os.PathLike) -> str:
     """The line saying that ``what`` was skipped because another process holds ``work``."""
     holder = claim_holder(work)

@@ -396,6 +396,37 @@ class SessionTrainer(Trainer):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 
+def resume_progress(path: str | os.PathLike) -> dict | None:
+    """How far the run behind a resume state got, read without a trainer or dataset.
+
+    Returns None when ``path`` is not a file. Otherwise a dict: ``epochs`` (finished epochs),
+    ``last_score`` (the last epoch's validation score), ``best_score`` and ``best_epoch`` (counted
+    from 1), ``finished`` (training already stopped; only testing is left), ``seconds`` (the run's
+    time so far) and ``parts`` (how many processes it took so far), the last two None in states
+    that predate them. Raises InputError if the file is not a readable resume state.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return None
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputError(f"{path} is not a readable resume state ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise InputError(f"{path} is not a recbole_srgnn resume state")
+    curve = list(state.get("valid_curve") or [])
+    spent = state.get("spent") or {}
+    return {
+        "epochs": len(curve),
+        "last_score": float(curve[-1]["valid_score"]) if curve else None,
+        "best_score": float(state["best_valid_score"]) if curve else None,
+        "best_epoch": int(state["best_epoch"]) + 1 if curve else None,
+        "finished": bool(state.get("finished")),
+        "seconds": spent.get("seconds_total"),
+        "parts": spent.get("parts"),
+    }
+
+
 def _identity(settings: Mapping | None) -> dict | None:
     if settings is None:
         return None

@@ -12,13 +12,14 @@ import os
 import re
 import shutil
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks import compare, report
-from recbole_srgnn import pipeline
+from recbole_srgnn import files, pipeline
 from recbole_srgnn.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,6 +255,18 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
     assert "--models GRU4Rec --seeds 1)" in err  # the hint keeps the selection
     states = list((out / "partial").rglob("*.pth"))
     assert len(states) == 1 and not (out / run_file).exists()
+    rc, stdout, err = call([*base, "--out", out, "--dry-run"])  # what the plan says about it
+    assert rc == 0, err
+    status = re.search(r"GRU4Rec lr=0\.01 seed 1 -> .*\n      2 epoch\(s\) done, .* in 1 part\(s\); "
+                       r"valid MRR@10 (\d\.\d{4}) last, (\d\.\d{4}) best \(epoch (\d)\)\n",
+                       stdout)
+    scores = [entry["valid_score"] for entry in straight["valid_curve"]][:2]
+    assert status, stdout
+    assert float(status[1]) == scores[1] and float(status[2]) == max(scores)
+    assert int(status[3]) == scores.index(max(scores)) + 1 and "running now" not in stdout
+    with files.claimed(states[0]):  # as while another runner trains it
+        rc, stdout, err = call([*base, "--out", out, "--dry-run"])
+    assert rc == 0 and f"; running now ({socket.gethostname()} {os.getpid()})\n" in stdout, err
 
     monkeypatch.setattr(compare.RunProgress, "epoch", real_epoch)
     rc, stdout, err = call([*base, "--out", out])

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from recbole_srgnn.files import claim_holder, claimed, lock_path
+from recbole_srgnn.files import claim_holder, claimed, live_claim, lock_path
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="claims need flock (POSIX)")
 
@@ -39,11 +39,24 @@ def test_a_claim_of_another_process_holds_until_that_process_dies(tmp_path):
         with claimed(work) as mine:
             assert mine is False
         assert claim_holder(work).endswith(f" {child.pid}")
+        assert live_claim(work) == claim_holder(work)  # a live process on this host
         child.send_signal(signal.SIGKILL)  # killed, it cleans nothing up: the claim still ends
         child.wait(timeout=30)
         assert lock_path(work).exists()  # its file is left, but not its lock
+        assert live_claim(work) == ""  # ... and the process it names is gone
         with claimed(work) as mine:
             assert mine is True
     finally:
         child.kill()
         child.stdout.close()
+
+
+def test_live_claim_reads_without_taking_the_lock(tmp_path):
+    work = tmp_path / "run"
+    assert live_claim(work) == ""  # no lock file at all
+    with claimed(work):
+        assert live_claim(work) == f"{socket.gethostname()} {os.getpid()}"
+    lock_path(work).write_text("elsewhere.example 12345\n")  # another host: cannot be checked
+    assert live_claim(work) == "elsewhere.example 12345"
+    with claimed(work) as mine:
+        assert mine is True  # the check took no lock

@@ -97,6 +97,34 @@ def test_resume_after_the_last_epoch_only_tests(workdir, monkeypatch):
     assert comparable(resumed) == comparable(straight)
 
 
+def test_resume_progress_says_how_far_a_cut_run_got(workdir):
+    from recbole_srgnn.trainer import resume_progress
+
+    straight = run(workdir, "GRU4Rec", "progress-straight", saved=False)
+    scores = [entry["valid_score"] for entry in straight["valid_curve"]]
+    state = workdir / "progress.resume.pth"
+    assert resume_progress(state) is None  # nothing started
+    with pytest.raises(Interrupted):
+        run(workdir, "GRU4Rec", "progress-cut", saved=False, resume_file=state,
+            epoch_callback=interrupt_after(1))
+    progress = resume_progress(state)
+    best = max(range(2), key=lambda i: (scores[i], -i))  # strict improvement: the first best
+    assert {key: progress[key] for key in ("epochs", "last_score", "best_score", "best_epoch",
+                                           "finished", "parts")} == {
+        "epochs": 2, "last_score": scores[1], "best_score": scores[best], "best_epoch": best + 1,
+        "finished": False, "parts": 1}
+    assert progress["seconds"] > 0
+    with pytest.raises(Interrupted):  # the resumed part is cut after the last epoch
+        run(workdir, "GRU4Rec", "progress-cut", saved=False, resume_file=state,
+            epoch_callback=interrupt_after(TINY["epochs"] - 1))
+    progress = resume_progress(state)
+    assert progress["epochs"] == TINY["epochs"] and progress["finished"] and progress["parts"] == 2
+    garbage = workdir / "progress-garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a readable resume state"):
+        resume_progress(garbage)
+
+
 def test_resume_state_of_other_settings_is_refused(workdir):
     state = workdir / "other.resume.pth"
     with pytest.raises(Interrupted):
