@@ -699,7 +699,7 @@ def run_status(out: Path, spec: RunSpec) -> str:
         progress = resume_progress(state)
     except InputError as exc:
         progress = None
-        notes.append(f"unreadable resume state ({exc})")
+        notes.append(str(exc))  # the runner will stop on it with the same message
     if progress is not None and progress["epochs"]:
         metric = str(spec.config_dict.get("valid_metric", "score"))
         spent = (f", {_duration(progress['seconds'])} in {progress['parts']} part(s)"

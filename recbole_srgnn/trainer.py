@@ -341,13 +341,8 @@ class SessionTrainer(Trainer):
         ``training_finished`` when the saved run had already stopped (then only testing is left).
         """
         path = os.fspath(path)
-        try:
-            state = torch.load(path, weights_only=True, map_location=self.device)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-            raise InputError(f"{path} is not a readable resume state ({type(exc).__name__}); "
-                             "delete it to start again") from exc
-        if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-            raise InputError(f"{path} is not a recbole_srgnn resume state")
+        state = read_resume_state(path, map_location=self.device,
+                                  hint="; delete it to start again")
         if settings is not None and _identity(state.get("settings")) != _identity(settings):
             raise InputError(f"{path} belongs to a run with other settings; "
                              "delete it to start again")
@@ -396,6 +391,21 @@ class SessionTrainer(Trainer):
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 
+def read_resume_state(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False,
+                      hint: str = "") -> dict:
+    """Load a resume state written by ``save_resume_state`` (weights only); InputError, with
+    ``hint`` appended to its message, if the file is unreadable or holds something else."""
+    path = os.fspath(path)
+    try:
+        state = torch.load(path, weights_only=True, map_location=map_location, mmap=mmap)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise InputError(f"{path} is not a readable resume state ({type(exc).__name__}){hint}") \
+            from exc
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise InputError(f"{path} is not a recbole_srgnn resume state{hint}")
+    return state
+
+
 def resume_progress(path: str | os.PathLike) -> dict | None:
     """How far the run behind a resume state got, read without a trainer or dataset.
 
@@ -405,15 +415,9 @@ def resume_progress(path: str | os.PathLike) -> dict | None:
     time so far) and ``parts`` (how many processes it took so far), the last two None in states
     that predate them. Raises InputError if the file is not a readable resume state.
     """
-    path = os.fspath(path)
     if not os.path.isfile(path):
         return None
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise InputError(f"{path} is not a readable resume state ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise InputError(f"{path} is not a recbole_srgnn resume state")
+    state = read_resume_state(path, map_location="cpu", mmap=True)
     curve = list(state.get("valid_curve") or [])
     spent = state.get("spent") or {}
     return {
