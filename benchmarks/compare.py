@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import datetime as _dt
 import hashlib
 import io
@@ -746,6 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "of one row (the report still covers all of them)")
     parser.add_argument("--data-path", help="override data_path (where datasets are built/read); "
                                             "not part of a run's identity")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch threads per run, overriding the config's threads (e.g. 2 "
+                             "for one run alone on a 2-core machine); not part of a run's "
+                             "identity")
     parser.add_argument("--in-process", action="store_true",
                         help="run in this process instead of one process per run "
                              "(faster start; peak memory is then process-wide)")
@@ -821,6 +826,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config:
         raise InputError("--config is required (e.g. --config benchmarks/configs/smoke.yaml)")
     exp = load_experiment(args.config)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be a whole number >= 1, got {args.threads}")
+        exp = dataclasses.replace(exp, threads=args.threads)
     out = Path(args.out) if args.out else RESULTS_DIR / exp.name
     if args.models:
         names = [entry.name for entry in exp.models]

@@ -576,6 +576,28 @@ def _anomaly_note(collected: Collected) -> str:
             f"speed with `benchmarks/speed.py` instead: {'; '.join(runs)}.")
 
 
+def _other_threads(exp: Experiment, row: Row, run: Mapping[str, Any]) -> int | None:
+    """The run's torch threads where they differ from the config's (``--threads``), else None."""
+    threads = (run.get("compare") or {}).get("threads")
+    return threads if threads and threads != exp.threads else None
+
+
+def _threads_note(exp: Experiment, collected: Collected) -> str:
+    runs = []
+    for row in collected.rows:
+        for (tag, seed), run in row.ordered_runs():
+            threads = _other_threads(exp, row, run)
+            if threads:
+                label = point_label(row.entry.point(tag))
+                runs.append(f"{row.name}{' ' + label if label != '(no grid)' else ''} seed {seed} "
+                            f"({threads})")
+    if not runs:
+        return ""
+    return ("‡ Trained with another number of torch threads than the config's "
+            f"{exp.threads if exp.threads else 'torch default'} (`--threads`; results do not "
+            "depend on it, seconds per epoch do): " + "; ".join(runs) + ".")
+
+
 def render(exp: Experiment, collected: Collected, command: str) -> str:
     metric = _valid_metric(collected)
     run = collected.any_run() or {}
@@ -625,7 +647,9 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
         for key, _ in METRICS:
             cells.append(fmt(*mean_std(list(row.values(key).values()))))
         cells.append(fmt(*mean_std(row.field_values("seconds_per_epoch")), digits=2)
-                     + (" †" if _slowed(row) else ""))
+                     + (" †" if _slowed(row) else "")
+                     + (" ‡" if any(_other_threads(exp, row, run) for run in row.selected.values())
+                        else ""))
         best_epochs = [e + 1 for e in row.field_values("best_epoch")]  # 1-based for readers
         cells.append(fmt(*mean_std(best_epochs), digits=1))
         memory = row.field_values("peak_rss_mb")
@@ -656,6 +680,9 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
     slowed = _anomaly_note(collected)
     if slowed:
         lines.append(slowed)
+    threads = _threads_note(exp, collected)
+    if threads:
+        lines.append(threads)
     lines.append("")
     lines += _significance_section(exp, collected)
     lines += _variants_section(exp, collected)

@@ -162,11 +162,18 @@ def test_seeds_option_runs_only_those_seeds(smoke, tmp_path, capsys):
     n = len(calls)
     argv = list(smoke["argv"])
     argv[argv.index("--out") + 1] = out
-    rc, stdout, _ = call([*argv, "--models", "SessionPop", "--seeds", "2"])
+    threads = torch.get_num_threads()
+    rc, stdout, _ = call([*argv, "--models", "SessionPop", "--seeds", "2", "--threads", "2"])
     assert rc == 0 and "1 to run now" in stdout
     assert calls[n:] == [str(seed2.resolve())] and seed2.is_file() and not seed1.exists()
+    # --threads sets the run's torch threads (recorded), restores them after, and is not part
+    # of a run's identity: the run is not redone without it
+    assert json.loads(seed2.read_text())["compare"]["threads"] == 2
+    assert torch.get_num_threads() == threads
     rc, stdout, _ = call([*argv, "--seeds", "1"])
     assert rc == 0 and calls[n + 1:] == [str(seed1.resolve())] and seed1.is_file()
+    rc, stdout, _ = call(argv)
+    assert rc == 0 and "0 to run now" in stdout and calls[n + 2:] == []
     rc, stdout, err = call([*argv, "--seeds", "7"])
     assert rc == 2 and "--seeds: 7 not in" in err and "Traceback" not in err
 
@@ -443,6 +450,24 @@ def test_epochs_timed_with_anomaly_detection_on_are_flagged(tmp_path):
     assert "†" not in paths["report"].read_text()
 
 
+def test_runs_trained_with_other_thread_counts_are_flagged(tmp_path):
+    exp = experiment(seeds=[1])  # config: threads 1
+    out = tmp_path / "out"
+    for name in ("SRGNN", "GRU4Rec"):
+        for tag in ("learning_rate=0.001", "learning_rate=0.01"):
+            path = write_fake(exp, out, name, tag, 1, 0.3 if tag == "learning_rate=0.001" else 0.2, 0.4)
+            run = json.loads(path.read_text())
+            run["compare"]["threads"] = 2 if (name, tag) == ("GRU4Rec", "learning_rate=0.001") else 1
+            path.write_text(json.dumps(run))
+    paths, _ = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    text = paths["report"].read_text()
+    assert "‡ Trained with another number of torch threads than the config's 1" in text
+    assert text.split("‡ Trained")[1].split("\n")[0].endswith(": GRU4Rec lr=0.001 seed 1 (2).")
+    table = text.split("## Test results")[1].split("\n\n")[1].splitlines()
+    rows = {line.split(" | ")[0]: line for line in table}
+    assert "1.00 † ‡ |" in rows["| GRU4Rec"] and "‡" not in rows["| SRGNN"]
+
+
 def test_paired_test_against_scipy():
     from scipy import stats
 
@@ -544,6 +569,7 @@ def test_cli_errors_are_one_line(tmp_path):
         ([], "--config is required"),
         (["--config", SMOKE, "--models", "Nope"], "--models: Nope not in"),
         (["--config", SMOKE, "--bogus"], "unrecognized arguments"),
+        (["--config", SMOKE, "--threads", "0"], "--threads must be a whole number >= 1"),
     ]:
         rc, _, err = call(argv)
         assert rc == 2 and err.startswith("error: ") and message in err, (argv, err)
