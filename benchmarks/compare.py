@@ -826,10 +826,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config:
         raise InputError("--config is required (e.g. --config benchmarks/configs/smoke.yaml)")
     exp = load_experiment(args.config)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be a whole number >= 1, got {args.threads}")
-        exp = dataclasses.replace(exp, threads=args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be a whole number >= 1, got {args.threads}")
+    # the runs get --threads; the report keeps the config's threads and marks the runs that differ
+    run_exp = dataclasses.replace(exp, threads=args.threads) if args.threads else exp
     out = Path(args.out) if args.out else RESULTS_DIR / exp.name
     if args.models:
         names = [entry.name for entry in exp.models]
@@ -884,7 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         started = time.perf_counter()
                         progress = RunProgress(str(spec.config_dict.get("valid_metric", "score")),
                                                sys.stdout)
-                        run, reason = execute(spec, exp, out, scratch, isolate, progress)
+                        run, reason = execute(spec, run_exp, out, scratch, isolate, progress)
                         took = _duration(time.perf_counter() - started)
                         if run is None:
                             failures.append((spec, reason))
@@ -898,7 +898,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 todo = [spec for spec in todo if spec.path not in skipped]
         except KeyboardInterrupt:
             rerun = command + "".join(f" --{option} {' '.join(map(str, values))}" for option, values
-                                      in (("models", args.models), ("seeds", args.seeds)) if values)
+                                      in (("models", args.models), ("seeds", args.seeds),
+                                          ("threads", [args.threads] if args.threads else None))
+                                      if values)
             print(f"\ninterrupted: rerun the same command to resume ({rerun})", file=sys.stderr)
             raise
         finally:

@@ -528,9 +528,16 @@ def _load_note(collected: Collected) -> str:
             f"(mean {statistics.fmean(loads):.1f}).")
 
 
+def _run_label(row: Row, tag: str, seed: int) -> str:
+    """e.g. ``GRU4Rec lr=0.003 seed 2``; no grid label for an untuned row."""
+    label = point_label(row.entry.point(tag))
+    return f"{row.name}{' ' + label if label != '(no grid)' else ''} seed {seed}"
+
+
 def _resumed_note(collected: Collected) -> str:
-    resumed = [(row.name, run.get("training_parts", 1)) for row in collected.rows
-               for run in row.runs.values() if (run.get("training_parts") or 1) > 1]
+    resumed = [(_run_label(row, tag, seed), run.get("training_parts", 1))
+               for row in collected.rows for (tag, seed), run in row.ordered_runs()
+               if (run.get("training_parts") or 1) > 1]
     if not resumed:
         return ""
     names = ", ".join(f"{name} ({parts} parts)" for name, parts in resumed)
@@ -562,9 +569,7 @@ def _anomaly_note(collected: Collected) -> str:
         for (tag, seed), run in row.ordered_runs():
             slowed, epochs = slowed_epochs(row, run)
             if slowed:
-                label = point_label(row.entry.point(tag))
-                runs.append(f"{row.name}{' ' + label if label != '(no grid)' else ''} seed {seed} "
-                            f"({slowed} of {epochs} epochs)")
+                runs.append(f"{_run_label(row, tag, seed)} ({slowed} of {epochs} epochs)")
     if not runs:
         return ""
     return ("† Seconds per epoch inflated: these runs trained some or all epochs with torch's "
@@ -588,14 +593,13 @@ def _threads_note(exp: Experiment, collected: Collected) -> str:
         for (tag, seed), run in row.ordered_runs():
             threads = _other_threads(exp, row, run)
             if threads:
-                label = point_label(row.entry.point(tag))
-                runs.append(f"{row.name}{' ' + label if label != '(no grid)' else ''} seed {seed} "
-                            f"({threads})")
+                runs.append(f"{_run_label(row, tag, seed)} ({threads})")
     if not runs:
         return ""
     return ("‡ Trained with another number of torch threads than the config's "
             f"{exp.threads if exp.threads else 'torch default'} (`--threads`; results do not "
-            "depend on it, seconds per epoch do): " + "; ".join(runs) + ".")
+            "depend on it beyond floating-point rounding, seconds per epoch do): "
+            + "; ".join(runs) + ".")
 
 
 def render(exp: Experiment, collected: Collected, command: str) -> str:

@@ -170,6 +170,10 @@ def test_seeds_option_runs_only_those_seeds(smoke, tmp_path, capsys):
     # of a run's identity: the run is not redone without it
     assert json.loads(seed2.read_text())["compare"]["threads"] == 2
     assert torch.get_num_threads() == threads
+    text = (out / "report.md").read_text()  # the config's threads, and the run that differs
+    assert "torch threads per run: 1." in text
+    assert "(`--threads`; results do not depend on it beyond floating-point rounding, seconds " \
+           "per epoch do): SessionPop seed 2 (2)." in text
     rc, stdout, _ = call([*argv, "--seeds", "1"])
     assert rc == 0 and calls[n + 1:] == [str(seed1.resolve())] and seed1.is_file()
     rc, stdout, _ = call(argv)
@@ -288,6 +292,7 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
             == [entry["train_loss"] for entry in straight["valid_curve"]])
     assert not (out / "partial").exists()  # the finished run's state and folders are gone
     assert "1 run(s) were cut off and continued" in (out / "report.md").read_text()
+    assert "each epoch's own): GRU4Rec lr=0.01 seed 1 (2 parts)." in (out / "report.md").read_text()
     assert "cut off" not in (tmp_path / "straight" / "report.md").read_text()
 
 
