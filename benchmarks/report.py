@@ -581,7 +581,7 @@ def _anomaly_note(collected: Collected) -> str:
             f"speed with `benchmarks/speed.py` instead: {'; '.join(runs)}.")
 
 
-def _other_threads(exp: Experiment, row: Row, run: Mapping[str, Any]) -> int | None:
+def _other_threads(exp: Experiment, run: Mapping[str, Any]) -> int | None:
     """The run's torch threads where they differ from the config's (``--threads``), else None."""
     threads = (run.get("compare") or {}).get("threads")
     return threads if threads and threads != exp.threads else None
@@ -591,7 +591,7 @@ def _threads_note(exp: Experiment, collected: Collected) -> str:
     runs = []
     for row in collected.rows:
         for (tag, seed), run in row.ordered_runs():
-            threads = _other_threads(exp, row, run)
+            threads = _other_threads(exp, run)
             if threads:
                 runs.append(f"{_run_label(row, tag, seed)} ({threads})")
     if not runs:
@@ -652,7 +652,7 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
             cells.append(fmt(*mean_std(list(row.values(key).values()))))
         cells.append(fmt(*mean_std(row.field_values("seconds_per_epoch")), digits=2)
                      + (" †" if _slowed(row) else "")
-                     + (" ‡" if any(_other_threads(exp, row, run) for run in row.selected.values())
+                     + (" ‡" if any(_other_threads(exp, run) for run in row.selected.values())
                         else ""))
         best_epochs = [e + 1 for e in row.field_values("best_epoch")]  # 1-based for readers
         cells.append(fmt(*mean_std(best_epochs), digits=1))

@@ -261,9 +261,9 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
             raise KeyboardInterrupt  # Ctrl-C (or a lost session) after the second epoch
 
     monkeypatch.setattr(compare.RunProgress, "epoch", killed_after_epoch_2)
-    rc, _, err = call([*base, "--out", out, "--models", "GRU4Rec", "--seeds", "1"])
+    rc, _, err = call([*base, "--out", out, "--models", "GRU4Rec", "--seeds", "1", "--threads", "1"])
     assert rc == 130 and "rerun the same command to resume" in err
-    assert "--models GRU4Rec --seeds 1)" in err  # the hint keeps the selection
+    assert "--models GRU4Rec --seeds 1 --threads 1)" in err  # the hint keeps the selection
     states = list((out / "partial").rglob("*.pth"))
     assert len(states) == 1 and not (out / run_file).exists()
     rc, stdout, err = call([*base, "--out", out, "--dry-run"])  # what the plan says about it
