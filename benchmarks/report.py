@@ -534,13 +534,26 @@ def _run_label(row: Row, tag: str, seed: int) -> str:
     return f"{row.name}{' ' + label if label != '(no grid)' else ''} seed {seed}"
 
 
+def _flagged_runs(collected: Collected, detail) -> list[str]:
+    """``<run label> (<detail>)`` for each finished run whose ``detail(row, run)`` is not empty."""
+    flagged = []
+    for row in collected.rows:
+        for (tag, seed), run in row.ordered_runs():
+            text = detail(row, run)
+            if text:
+                flagged.append(f"{_run_label(row, tag, seed)} ({text})")
+    return flagged
+
+
 def _resumed_note(collected: Collected) -> str:
-    resumed = [(_run_label(row, tag, seed), run.get("training_parts", 1))
-               for row in collected.rows for (tag, seed), run in row.ordered_runs()
-               if (run.get("training_parts") or 1) > 1]
+    def parts(row: Row, run: Mapping[str, Any]) -> str:
+        count = run.get("training_parts") or 1
+        return f"{count} parts" if count > 1 else ""
+
+    resumed = _flagged_runs(collected, parts)
     if not resumed:
         return ""
-    names = ", ".join(f"{name} ({parts} parts)" for name, parts in resumed)
+    names = ", ".join(resumed)
     return (f"{len(resumed)} run(s) were cut off and continued from their last finished epoch "
             f"(resume states; the result equals an uninterrupted run's, and their seconds per "
             f"epoch are each epoch's own): {names}.")
@@ -564,12 +577,11 @@ def _slowed(row: Row) -> bool:
 
 
 def _anomaly_note(collected: Collected) -> str:
-    runs = []
-    for row in collected.rows:
-        for (tag, seed), run in row.ordered_runs():
-            slowed, epochs = slowed_epochs(row, run)
-            if slowed:
-                runs.append(f"{_run_label(row, tag, seed)} ({slowed} of {epochs} epochs)")
+    def slowed(row: Row, run: Mapping[str, Any]) -> str:
+        on, epochs = slowed_epochs(row, run)
+        return f"{on} of {epochs} epochs" if on else ""
+
+    runs = _flagged_runs(collected, slowed)
     if not runs:
         return ""
     return ("† Seconds per epoch inflated: these runs trained some or all epochs with torch's "
@@ -588,12 +600,7 @@ def _other_threads(exp: Experiment, run: Mapping[str, Any]) -> int | None:
 
 
 def _threads_note(exp: Experiment, collected: Collected) -> str:
-    runs = []
-    for row in collected.rows:
-        for (tag, seed), run in row.ordered_runs():
-            threads = _other_threads(exp, run)
-            if threads:
-                runs.append(f"{_run_label(row, tag, seed)} ({threads})")
+    runs = _flagged_runs(collected, lambda row, run: str(_other_threads(exp, run) or ""))
     if not runs:
         return ""
     return ("‡ Trained with another number of torch threads than the config's "
