@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError, cli_errors, sigterm_as_interrupt
 from recbole_srgnn.files import claimed, held_elsewhere, live_claim
+from recbole_srgnn.run_identity import without_added_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -339,7 +340,8 @@ def run_config(exp: Experiment, entry: ModelEntry, tag: str, seed: int,
 
 
 def settings_hash(model: str, dataset: str, config: Mapping[str, Any]) -> str:
-    kept = {key: value for key, value in config.items() if key not in HASH_EXEMPT}
+    kept = without_added_defaults(
+        {key: value for key, value in config.items() if key not in HASH_EXEMPT})
     text = json.dumps({"format": FORMAT, "model": model, "dataset": dataset, "config": kept},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -510,7 +512,7 @@ def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = Non
     threads = job.get("threads")
     previous_threads = torch.get_num_threads()
     if threads:
-        torch.set_num_threads(int(threads))
+        config["threads"] = int(threads)  # the pipeline sets it; not part of the run's identity
     load_start = _load_average()
     started = time.perf_counter()
     try:

@@ -51,6 +51,7 @@ from typing import Any, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs, claimed, held_elsewhere
+from recbole_srgnn.run_identity import without_added_defaults
 
 from .report import METRICS as METRIC_LABELS
 from .report import SIGNIFICANCE_METRICS, _csv, _md_table, _p, fmt, machine, mean_std, paired_test
@@ -178,8 +179,8 @@ def settings_hash(plan: FusionPlan) -> str:
     """What a seed's record depends on: model, dataset, config files' text, settings, alphas
     (not ``refit`` or ``ensemble``: both are added to finished records, which stay valid)."""
     files = {name: _read(name) for name in plan.config_files}
-    blob = json.dumps([FORMAT, plan.model, plan.dataset, files, plan.settings, plan.alphas,
-                       plan.repeat_boosts],
+    blob = json.dumps([FORMAT, plan.model, plan.dataset, files,
+                       without_added_defaults(plan.settings), plan.alphas, plan.repeat_boosts],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -307,7 +308,8 @@ def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print, *,
     resume_file = scratch / f"{name}.resume.pth"
     if resume_file.is_file():
         say(f"    continuing the {'refit' if refit_epochs else 'training'} cut off before", flush=True)
-    config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0}
+    config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0,
+                   "threads": plan.threads}
     if refit_epochs:
         config_dict.update({"train_on_valid": True, "epochs": refit_epochs})
 
@@ -348,7 +350,8 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     # Rebuild the best checkpoint with the rule scorer (largest alpha; the weight is set per sweep).
     evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
     loaded = pipeline.load_trained(trained["checkpoint"],
-                                   {**evaluation, "rule_fusion": max(plan.alphas)}, quiet=True)
+                                   {**evaluation, "rule_fusion": max(plan.alphas),
+                                    "threads": plan.threads}, quiet=True)
     net, trainer = loaded.trainer.model, loaded.trainer
     metric = str(loaded.config["valid_metric"]).lower()
     boosts = plan.repeat_boosts or [net.rules.repeat_boost]
@@ -418,7 +421,8 @@ def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bo
     evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
     alpha, boost = record["chosen_alpha"], record.get("chosen_repeat_boost")
     loaded = pipeline.load_trained(trained["checkpoint"],
-                                   {**evaluation, "rule_fusion": alpha or max(plan.alphas)}, quiet=True)
+                                   {**evaluation, "rule_fusion": alpha or max(plan.alphas),
+                                    "threads": plan.threads}, quiet=True)
     net, trainer = loaded.trainer.model, loaded.trainer
 
     def evaluate(a: float) -> dict:

@@ -530,6 +530,9 @@ def test_changed_settings_make_runs_stale_but_data_path_does_not(tmp_path):
     assert {s.name for s in todo} == {"SRGNN"} and len(todo) == 6
     assert len(compare.plan(experiment(settings={"epochs": 2}), out)[0]) == 12
     assert [s.name for s in compare.plan(changed, out, only=["GRU4Rec"])[0]] == []
+    # naming the schedule every earlier run used implicitly keeps those runs; another reruns them
+    assert compare.plan(experiment(settings={"epochs": 1, "lr_scheduler": "step"}), out)[0] == []
+    assert len(compare.plan(experiment(settings={"epochs": 1, "lr_scheduler": "plateau"}), out)[0]) == 12
 
 
 # ---------------------------------------------------------------------------------------------

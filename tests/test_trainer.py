@@ -1,4 +1,4 @@
-"""SessionTrainer: step LR decay, weights-only checkpoints, in-memory best model, resume, curve."""
+"""SessionTrainer: LR decay (step, plateau), weights-only checkpoints, in-memory best model, resume, curve."""
 
 from __future__ import annotations
 
@@ -75,10 +75,90 @@ def test_lr_decay_off_by_default(workdir, data):
     assert trainer.current_lr == pytest.approx(0.01)
 
 
+class Scores:
+    """Stands in for validation: hands out the given scores, one per epoch."""
+
+    def __init__(self, scores: list[float]):
+        self.scores = list(scores)
+
+    def __call__(self, valid_data, show_progress=False):
+        score = self.scores.pop(0)
+        return score, {"mrr@10": score}
+
+
+def fit_with_scores(monkeypatch, trainer: SessionTrainer, data, scores: list[float]) -> list[float]:
+    """Fit with RecBole's validation replaced by ``scores``; the learning rate of every epoch."""
+    from recbole.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", Scores(scores))
+    trainer.fit(data[0], data[1], verbose=False, saved=False)
+    return [entry["learning_rate"] for entry in trainer.valid_curve]
+
+
+def test_plateau_decays_only_when_validation_stops_improving(workdir, data, monkeypatch):
+    trainer = make_trainer(workdir, data, epochs=6, learning_rate=0.01, lr_scheduler="plateau",
+                           lr_decay_rate=0.1, lr_decay_patience=0)
+    # improving, equal (no strict improvement: decay), better, worse (decay), worse (decay)
+    rates = fit_with_scores(monkeypatch, trainer, data, [0.1, 0.2, 0.2, 0.3, 0.25, 0.25])
+    assert rates == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.001, 0.0001])
+    assert trainer.current_lr == pytest.approx(0.00001)
+
+
+def test_plateau_patience_waits_for_several_validations(workdir, data, monkeypatch):
+    trainer = make_trainer(workdir, data, epochs=5, learning_rate=0.01, lr_scheduler="plateau",
+                           lr_decay_rate=0.5, lr_decay_patience=1)
+    rates = fit_with_scores(monkeypatch, trainer, data, [0.3, 0.2, 0.4, 0.3, 0.3])
+    # one bad validation is tolerated; the second in a row decays
+    assert rates == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.01])
+    assert trainer.current_lr == pytest.approx(0.005)
+
+
+def test_step_schedule_ignores_validation(workdir, data, monkeypatch):
+    trainer = make_trainer(workdir, data, epochs=4, learning_rate=0.01, lr_scheduler="step",
+                           lr_decay_step=2, lr_decay_rate=0.1)
+    rates = fit_with_scores(monkeypatch, trainer, data, [0.1, 0.2, 0.3, 0.4])
+    assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001])
+
+
+def test_no_schedule(workdir, data):
+    trainer = make_trainer(workdir, data, learning_rate=0.01, lr_scheduler="none",
+                           lr_decay_step=1, lr_decay_rate=0.1)
+    assert trainer.lr_scheduler is None
+
+
+def test_plugin_models_default_to_plateau_and_the_paper_schedule_is_one_option_away(workdir):
+    for model in ("SRGNN", "LastItem"):
+        config = pipeline.build_config(model, "tiny", config_dict=settings(workdir))
+        assert config["lr_scheduler"] == "plateau" and config["lr_decay_rate"] == 0.1
+        assert config["lr_decay_patience"] == 0
+        paper = pipeline.build_config(model, "tiny",
+                                      config_dict=settings(workdir, lr_scheduler="step"))
+        assert (paper["lr_scheduler"], paper["lr_decay_step"], paper["lr_decay_rate"]) == \
+            ("step", 3, 0.1)
+    gru = pipeline.build_config("GRU4Rec", "tiny", config_dict=settings(workdir))
+    assert gru["lr_scheduler"] == "step" and gru["lr_decay_step"] == 0  # RecBole's: constant
+
+
+def test_plateau_state_is_checkpointed_and_restored(workdir, data, monkeypatch):
+    first = make_trainer(workdir, data, epochs=3, learning_rate=0.01, lr_scheduler="plateau",
+                         lr_decay_rate=0.1)
+    fit_with_scores(monkeypatch, first, data, [0.3, 0.2, 0.1])
+    state = first.checkpoint_state(2)
+    assert state["lr_scheduler"]["num_bad_epochs"] == 0  # reset by the decay after epoch 3
+    second = make_trainer(workdir, data, epochs=3, learning_rate=0.01, lr_scheduler="plateau",
+                          lr_decay_rate=0.1)
+    second.lr_scheduler.load_state_dict(state["lr_scheduler"])
+    second.optimizer.load_state_dict(state["optimizer"])
+    assert second.current_lr == pytest.approx(first.current_lr) == pytest.approx(0.0001)
+    assert second.lr_scheduler.best == pytest.approx(0.3)
+
+
 @pytest.mark.parametrize("extra", [{"lr_decay_step": -1}, {"lr_decay_step": 1.5},
-                                   {"lr_decay_step": 1, "lr_decay_rate": 0}])
+                                   {"lr_decay_step": 1, "lr_decay_rate": 0},
+                                   {"lr_scheduler": "cosine"}, {"lr_scheduler": "plateau",
+                                                                 "lr_decay_patience": -1}])
 def test_bad_lr_decay_settings(workdir, data, extra):
-    with pytest.raises(InputError, match="lr_decay"):
+    with pytest.raises(InputError, match="lr_"):
         make_trainer(workdir, data, **extra)
 
 

@@ -1,0 +1,24 @@
+"""Which settings make a run what it is, across versions of this package.
+
+A run (a comparison run, a fusion seed, a resume state) is identified by its settings. When a
+new setting is added, every run recorded before it was made with one value of it, implicitly:
+``ADDED_SETTINGS`` lists that value, and :func:`without_added_defaults` drops a setting that
+still has it, so naming it explicitly keeps the old records valid while any other value makes a
+new run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# setting -> the value every run recorded before the setting existed was made with
+ADDED_SETTINGS: dict[str, Any] = {
+    "train_on_valid": False,  # the final fit on train + valid
+    "lr_scheduler": "step",   # the plugin models' schedule was the paper's step decay
+}
+
+
+def without_added_defaults(settings: Mapping[str, Any]) -> dict:
+    """``settings`` less the added settings that hold the value older runs implicitly had."""
+    return {key: value for key, value in settings.items()
+            if not (key in ADDED_SETTINGS and value == ADDED_SETTINGS[key])}
