@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the training state in this file after every epoch; if it "
                              "exists, continue the interrupted run from it (same settings "
                              "required); deleted when the run completes")
+    parser.add_argument("--threads", type=threads_value, default=None, metavar="N|auto",
+                        help="torch CPU threads per process (config key threads); default auto: "
+                             "the cores other processes leave free, at least 1")
     parser.add_argument("--quiet", action="store_true",
                         help="no RecBole INFO logging, progress bars or results table")
     ddp = parser.add_argument_group("multi-GPU (RecBole DDP over NCCL; needs CUDA)")
@@ -67,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     ddp.add_argument("--group_offset", type=int, default=0,
                      help="rank of this node's first process")
     return parser
+
+
+def threads_value(text: str) -> str:
+    """``--threads``: 'auto' or a whole number >= 1 (argparse turns ValueError into one line)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number >= 1, got {text!r}")
+    return str(int(text))
 
 
 def split_options(extra: list[str]) -> dict[str, str]:
@@ -88,6 +100,8 @@ def split_options(extra: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     options = split_options(extra)
+    if args.threads is not None:
+        options["threads"] = args.threads
     config_files = args.config_files.split() if args.config_files else None
 
     # Import after parsing: --help and option errors stay instant.

@@ -150,7 +150,8 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
     def load(refit: bool):
         loaded = pipeline.load_trained(fusion.model_path(out, seeds[0], expected, refit),
                                        {**evaluation, "rule_fusion": max(plan.alphas),
-                                        "checkpoint_dir": scratch}, quiet=True)
+                                        "checkpoint_dir": scratch, "threads": plan.threads},
+                                       quiet=True)
         base = loaded.trainer.model
         rules, base.rules = base.rules, None
         members = [base] + [_member(base, fusion.model_path(out, s, expected, refit))

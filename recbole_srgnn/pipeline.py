@@ -42,6 +42,7 @@ from recbole.utils import get_model, init_logger, init_seed
 import recbole_srgnn
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.threads import apply_threads
 from recbole_srgnn.prepared_data import load_dataset, prepare_data  # noqa: F401 (load_dataset: API)
 from recbole_srgnn.yaml_files import parse_yaml
 from recbole_srgnn.trainer import (
@@ -344,9 +345,11 @@ def _quiet_logging(quiet: bool):
 
 
 def _start(config: Config, quiet: bool) -> None:
+    threads = apply_threads(config["threads"])
     init_seed(config["seed"], config["reproducibility"])
     if not quiet:
         init_logger(config)
+    logger.info(f"torch CPU threads: {threads} (threads: {config['threads']})")
     device = torch.device(config["device"])
     if config["flush_denormal"] and device.type == "cpu":
         torch.set_flush_denormal(True)  # DESIGN §4: softmax over a big catalogue makes denormals
@@ -542,6 +545,7 @@ def run(
             str(Path(trainer.saved_model_file).resolve()) if trainer.checkpoint_written else None
         ),
         "device": str(config["device"]),
+        "torch_threads": torch.get_num_threads(),
         **_data_summary(data, train_data, valid_data, test_data),
         "config": plain_config(config),
         "versions": versions(),

@@ -270,9 +270,6 @@ def _trial(params: dict, job: dict) -> None:
     with open(trial_dir / "starts.txt", "a", encoding="utf-8") as handle:
         handle.write(f"{fn_start:.3f} pid={os.getpid()}\n")
 
-    import torch
-
-    torch.set_num_threads(max(1, int(job["cpus_per_trial"])))
     from recbole_srgnn import pipeline
     from recbole_srgnn.tune_report import SUMMARY_FILE, write_text
 
@@ -280,6 +277,7 @@ def _trial(params: dict, job: dict) -> None:
     values = space.config_values(params)
     config_dict = {**job["options"], **values}
     config_dict["checkpoint_dir"] = str(trial_dir / "checkpoints")
+    config_dict["threads"] = max(1, int(job["cpus_per_trial"]))  # the CPUs Ray gave this trial
     config_dict["show_progress"] = False
     config_dict["data_progress"] = False
     # RecBole sets CUDA_VISIBLE_DEVICES from gpu_id: keep the GPUs Ray gave this trial.

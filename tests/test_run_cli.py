@@ -115,6 +115,9 @@ def test_bad_config_file_is_one_line_exit_2(workdir, capsys, monkeypatch):
     (["--epochs=1", "--epochs=2"], "--epochs"),
     (["--nproc=x"], "--nproc"),
     (["--metrics=['NoSuchMetric']"], "NoSuchMetric"),
+    (["--threads", "many"], "--threads"),
+    (["--threads", "0"], "--threads"),
+    (["--threads=-1"], "--threads"),
 ])
 def test_bad_options_are_one_line_exit_2(workdir, capsys, monkeypatch, args, needle):
     monkeypatch.chdir(workdir)
@@ -159,13 +162,14 @@ def test_tiny_real_run_writes_result_file_and_checkpoint_evaluates(workdir):
                    f"--checkpoint_dir={workdir / 'ck'}", "--epochs=1", "--embedding_size=8",
                    "--hidden_size=8", "--train_batch_size=64", "--topk=[1,10]",
                    "--learning_rate=1e-2", f"--result_file={result_file}",
-                   f"--resume_file={state}", cwd=workdir)
+                   f"--resume_file={state}", "--threads", "1", cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(result_file.read_text())
     assert results["model"] == "GRU4Rec" and results["epochs_trained"] == 1
     assert results["training_parts"] == 1 and not state.exists()  # complete: state removed
     config = results["config"]
     assert config["epochs"] == 1 and config["topk"] == [1, 10] and config["learning_rate"] == 0.01
+    assert config["threads"] == 1 and results["torch_threads"] == 1  # --threads N
     assert set(results["test_result"]) >= {"hit@1", "hit@10", "mrr@10", "ndcg@10"}
     assert all(0.0 <= v <= 1.0 for v in results["test_result"].values())
     assert "Hit@1 (next-item accuracy)" in proc.stdout
