@@ -276,12 +276,46 @@ def test_bad_input_raises_and_writes_nothing(tmp_path, case):
     ({"valid_fraction": 0.01}, "empty training or validation"),
     ({"max_prefix_length": -1}, "max_prefix_length"),
     ({"max_prefix_length": 2.5}, "max_prefix_length"),
+    ({"train_sample": 0.0}, "train_sample"),
+    ({"train_sample": 1.5}, "train_sample"),
+    ({"train_sample": "half"}, "train_sample"),
+    ({"train_sample": 0.5, "train_sample_seed": 1.5}, "train_sample_seed"),
 ])
 def test_bad_parameters(tmp_path, kwargs, message):
     source = write_text_source(tmp_path / "src")
     with pytest.raises(InputError, match=message):
         import_presplit(source, tmp_path / "toy", progress=False, **kwargs)
     assert not (tmp_path / "toy").exists() or list((tmp_path / "toy").iterdir()) == []
+
+
+def test_train_sample_keeps_a_seeded_share_of_sessions_and_every_test_case(tmp_path):
+    source = write_text_source(tmp_path / "src")
+    full = import_presplit(source, tmp_path / "full", valid_fraction=0.2, progress=False)
+    half = import_presplit(source, tmp_path / "half", valid_fraction=0.2, train_sample=0.5,
+                           train_sample_seed=3, progress=False)
+    again = import_presplit(source, tmp_path / "again", valid_fraction=0.2, train_sample=0.5,
+                            train_sample_seed=3, progress=False)
+    other = import_presplit(source, tmp_path / "other", valid_fraction=0.2, train_sample=0.5,
+                            train_sample_seed=4, progress=False)
+    sessions = half["splits"]["train"]["sessions"] + half["splits"]["valid"]["sessions"]
+    assert sessions == 5 and full["splits"]["train"]["sessions"] == 8
+    cases = [sorted((p, t) for _, p, t, _ in read_inter(output_paths(tmp_path / name)[split]))
+             for name in ("half", "again", "other") for split in ("train", "valid")]
+    assert cases[:2] == cases[2:4]  # same seed, same sample
+    assert cases[:2] != cases[4:]   # another seed, another sample (for these 10 sessions)
+    # the sampled sessions' cases are those of 5 of the original sessions, in file order
+    kept = [(p, t) for _, p, t, _ in read_inter(output_paths(tmp_path / "half")["train"])] + \
+        [(p, t) for _, p, t, _ in read_inter(output_paths(tmp_path / "half")["valid"])]
+    originals = [expected_session_cases([s]) for s in TRAIN]
+    flat = [case for session in originals for case in session]
+    positions = [flat.index(case) for case in kept]
+    assert positions == sorted(positions)
+    # every published test case is kept, byte for byte
+    assert output_paths(tmp_path / "half")["test"].read_bytes() == \
+        output_paths(tmp_path / "full")["test"].read_bytes()
+    assert half["params"] == {"valid_fraction": 0.2, "max_prefix_length": 50,
+                              "train_sample": 0.5, "train_sample_seed": 3}
+    assert "train_sample" not in full["params"]  # imports made before the option stay valid
 
 
 def test_missing_or_file_source(tmp_path):

@@ -26,6 +26,12 @@ Output in ``out_dir`` (``name`` = the folder's name): ``name.train.inter``, ``na
   nearest session count), every session of n items giving its n - 1 cases;
 - train: the other training sessions, likewise.
 
+``train_sample`` (default 1.0 = all) keeps a random share of the training file's sessions
+before that split (drawn with ``train_sample_seed``, file order kept): a smaller training set
+evaluated on exactly the same test cases, e.g. to see how a model or schedule behaves on less
+data. Test targets that the sample no longer contains stay in the test split (they count as
+misses for every model) and are counted in the stats (``test_targets_not_in_train``).
+
 Session ids (token field): training sessions are ``t<k>`` and validation sessions ``v<k>``, where
 k is the session's 1-based position in the training file; test rows keep the test file's own
 ids, or ``x<k>`` (k = 1-based case position) where the file has none.
@@ -288,6 +294,7 @@ def output_paths(out_dir: str | Path) -> dict[str, Path]:
 
 
 def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_length: int = 50,
+                    train_sample: float = 1.0, train_sample_seed: int = 0,
                     force: bool = False, progress: bool = True) -> dict:
     """Write ``out_dir/<name>.{train,valid,test}.inter`` + ``.stats.json`` from a pre-split folder.
 
@@ -310,11 +317,21 @@ def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_
         raise InputError(f"max_prefix_length must be a non-negative integer (0 = keep all), "
                          f"got {max_prefix_length!r}")
     max_prefix_length = int(max_prefix_length)
+    try:
+        train_sample = float(train_sample)
+    except (TypeError, ValueError):
+        raise InputError(f"train_sample must be a number, got {train_sample!r}") from None
+    if not 0.0 < train_sample <= 1.0:
+        raise InputError(f"train_sample must be in (0, 1] (1 = every session), got {train_sample}")
+    if isinstance(train_sample_seed, bool) or not isinstance(train_sample_seed, int):
+        raise InputError(f"train_sample_seed must be a whole number, got {train_sample_seed!r}")
 
     kind, (train_path, test_path) = detect_format(source)
     say = _reporter(progress)
     inputs = {p.name: sha256_of(p) for p in (train_path, test_path)}
     params = {"valid_fraction": valid_fraction, "max_prefix_length": max_prefix_length}
+    if train_sample < 1.0:  # absent when off: imports made before the option stay valid
+        params.update(train_sample=train_sample, train_sample_seed=train_sample_seed)
     paths = output_paths(out_dir)
     if not force:
         cached = _cached_stats(paths, inputs, params)
@@ -326,6 +343,13 @@ def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_
     sessions = _read_text_train(train_path) if kind == "text" else _read_pickle_train(train_path)
     say(f"reading {test_path}")
     test = _read_text_test(test_path) if kind == "text" else _read_pickle_test(test_path)
+    if train_sample < 1.0:
+        rng = np.random.default_rng(train_sample_seed)
+        keep = np.sort(rng.choice(len(sessions), size=max(2, round(len(sessions) * train_sample)),
+                                  replace=False))
+        say(f"keeping {len(keep)} of {len(sessions)} training sessions (train_sample "
+            f"{train_sample}, seed {train_sample_seed})")
+        sessions = [sessions[i] for i in keep]
 
     n_sessions = len(sessions)
     n_valid = int(round(n_sessions * valid_fraction))

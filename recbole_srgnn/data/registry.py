@@ -14,7 +14,8 @@ atomic dataset the caller looks up itself). ``config`` is a mapping of RecBole-s
   options are the default protocol, replaced by the preset if one is named, replaced by the
   dataset's own defaults (``DATASETS[name].defaults``), replaced by every option set in
   ``config``. ``max_prefix_length``, when not set, follows ``MAX_ITEM_LIST_LENGTH`` (else 50);
-- ``valid_fraction`` (pre-split datasets, default 0.1);
+- ``valid_fraction``, ``train_sample`` and ``train_sample_seed`` (pre-split datasets, defaults
+  0.1, 1.0 and 0; see ``presplit``);
 - ``synthetic_n_events`` / ``synthetic_seed`` (``retailrocket-synthetic`` only; defaults
   ``synthetic.DEFAULT_N_EVENTS`` / 0);
 - ``data_progress`` (default True): progress lines of the build on stderr.
@@ -119,17 +120,20 @@ def prepare_dataset(name: str, config: Mapping[str, Any]) -> Path | None:
 
     if spec.kind == "presplit":
         _refuse(config, name, OPTION_NAMES[:-1] + ("preset", "synthetic_n_events", "synthetic_seed"),
-                "it is pre-split (only valid_fraction and max_prefix_length apply)")
+                "it is pre-split (only valid_fraction, train_sample and max_prefix_length apply)")
         from recbole_srgnn.data.presplit import import_presplit
 
         source = _find_source(spec, config, data_path)
         valid_fraction = _value(config, "valid_fraction", 0.1)
         import_presplit(source, out_dir, valid_fraction=valid_fraction,
                         max_prefix_length=_max_prefix_length(config),
+                        train_sample=_value(config, "train_sample", 1.0),
+                        train_sample_seed=_value(config, "train_sample_seed", 0),
                         force=False, progress=progress)
         return out_dir
 
-    _refuse(config, name, ("valid_fraction",), "it is converted from events (valid_days applies)")
+    _refuse(config, name, ("valid_fraction", "train_sample", "train_sample_seed"),
+            "it is converted from events (valid_days applies)")
     if spec.kind == "synthetic":
         if _value(config, "source_path") is not None:
             raise InputError(f"dataset {name!r} is generated; source_path does not apply (use "
