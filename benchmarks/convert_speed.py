@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     rss = max(r["peak_rss_mib"] for r in runs)
     first = runs[0]
     result = {
-        "benchmark": "retailrocket converter, default protocol (DESIGN.md §2), force=True",
+        "benchmark": "retailrocket converter, default protocol (docs/design.md §2), force=True",
         "input": {"path": str(events.relative_to(REPO)), "bytes": events.stat().st_size,
                   "generator": f"recbole_srgnn.data.synthetic.write_events_csv(n_events={args.events}, "
                                f"seed={args.seed}, n_items={args.items})",

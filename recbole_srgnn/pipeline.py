@@ -352,7 +352,7 @@ def _start(config: Config, quiet: bool) -> None:
     logger.info(f"torch CPU threads: {threads} (threads: {config['threads']})")
     device = torch.device(config["device"])
     if config["flush_denormal"] and device.type == "cpu":
-        torch.set_flush_denormal(True)  # DESIGN §4: softmax over a big catalogue makes denormals
+        torch.set_flush_denormal(True)  # docs/design.md §4: softmax over a big catalogue makes denormals
     if torch.is_anomaly_enabled():
         logger.warning("torch autograd anomaly detection is on (torch.autograd.set_detect_anomaly): "
                        "training is much slower")

@@ -15,7 +15,7 @@ from recbole_srgnn.data.benchmark_files import (
 
 
 def reference_text(session_id, items, timestamp_ms, *, min_prefix_length=1, max_prefix_length=50):
-    """The file's text built row by row from DESIGN.md §2 (slow, obvious)."""
+    """The file's text built row by row from docs/design.md §2 (slow, obvious)."""
     lines = [HEADER.rstrip("\n")]
     n = len(items)
     i = 0

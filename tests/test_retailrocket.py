@@ -1,4 +1,4 @@
-"""The Retail Rocket converter (DESIGN.md §2): protocol edge cases, a naive reference, errors,
+"""The Retail Rocket converter (docs/design.md §2): protocol edge cases, a naive reference, errors,
 atomic writes, caching, the real sample and loading the result with RecBole."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def convert(tmp_path: Path, rows, name: str = "ds", **options) -> tuple[dict, Pa
 # ----------------------------------------------------------------------- the naive reference
 
 def reference_convert(rows, options: ConvertOptions):
-    """Pure-Python DESIGN.md §2, one event at a time. Returns {split: text} or None (nothing left)."""
+    """Pure-Python docs/design.md §2, one event at a time. Returns {split: text} or None (nothing left)."""
     gap = Fraction(repr(float(options.session_gap))) * 1000
     by_visitor = defaultdict(list)
     for index, (ts, visitor, event, item) in enumerate(rows):

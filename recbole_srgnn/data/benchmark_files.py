@@ -1,7 +1,7 @@
 """Pre-augmented RecBole benchmark files: a table of (prefix -> next item) cases and its writer.
 
 RecBole 1.2.1 does not augment benchmark files for sequential models, so every file we hand it
-holds one row per case (DESIGN.md §2)::
+holds one row per case (docs/design.md §2)::
 
     session_id:token<TAB>item_id_list:token_seq<TAB>item_id:token<TAB>timestamp:float
     17<TAB>101 102 103<TAB>104<TAB>1442004589.123

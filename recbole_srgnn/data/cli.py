@@ -2,7 +2,7 @@
 
 Subcommands:
 
-- ``retailrocket``: convert Kaggle's Retail Rocket ``events.csv`` (DESIGN.md §2), optionally from
+- ``retailrocket``: convert Kaggle's Retail Rocket ``events.csv`` (docs/design.md §2), optionally from
   a published preset, explicit options overriding it;
 - ``presplit``: import a pre-split session dataset (the COTREC/DHCN Retail Rocket split);
 - ``synthetic``: write a synthetic click log in the raw Retail Rocket schema.
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{retailrocket,presplit,synthetic}",
                                 parser_class=OneLineArgumentParser)
 
-    rr = sub.add_parser("retailrocket", help="convert Retail Rocket events.csv (DESIGN.md §2)",
+    rr = sub.add_parser("retailrocket", help="convert Retail Rocket events.csv (docs/design.md §2)",
                         description="Convert Kaggle's Retail Rocket events.csv into "
                                     "DIR/<name>.{train,valid,test}.inter and DIR/<name>.stats.json.")
     rr.add_argument("--events", required=True, metavar="PATH", help="the events.csv file")

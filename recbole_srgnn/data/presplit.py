@@ -1,6 +1,6 @@
 """Import pre-split session data (the COTREC/DHCN Retail Rocket split) as RecBole benchmark files.
 
-Input: a folder holding one of two forms of the same data (DESIGN.md §3):
+Input: a folder holding one of two forms of the same data (docs/design.md §3):
 
 - text (checked first): ``train_sessions.txt``, one training session per line, item ids
   separated by spaces, oldest first; ``test.tsv``, tab-separated with the header

@@ -1,4 +1,4 @@
-"""Retail Rocket ``events.csv`` -> pre-augmented RecBole benchmark files (DESIGN.md §2).
+"""Retail Rocket ``events.csv`` -> pre-augmented RecBole benchmark files (docs/design.md §2).
 
 ``convert_events(events_path, out_dir, options)`` writes ``DIR/<name>.train.inter``,
 ``DIR/<name>.valid.inter`` (unless ``valid_days == 0``), ``DIR/<name>.test.inter`` and
@@ -71,7 +71,7 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """Parameters of the conversion (defaults: DESIGN.md §2).
+    """Parameters of the conversion (defaults: docs/design.md §2).
 
     - ``session_gap``: seconds; a gap strictly greater than this starts a new session (measured
       between consecutive events of a visitor, all event types).
