@@ -68,7 +68,9 @@ def quick_start(extra: list[str], env: dict[str, str], timeout: float) -> dict:
     return {"seconds": round(seconds, 1), "timed_out": False,
             "seconds_per_epoch": round(data["seconds_per_epoch"], 2),
             "epochs": data["epochs_trained"], "test_mrr@10": data["test_result"]["mrr@10"],
-            "torch_threads": data["config"].get("threads")}
+            "test_hit@10": data["test_result"]["hit@10"],
+            "threads_setting": data["config"].get("threads"),
+            "torch_threads": data.get("torch_threads")}  # the count the setting gave
 
 
 def measure(names: list[str], timeout: float) -> list[dict]:
