@@ -193,6 +193,39 @@ def test_ce_loss_is_cross_entropy_over_all_items_and_bpr_works():
     assert torch.isfinite(bpr_loss) and bpr.gnn.lin_in.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("options", [{}, {"norm_scale": 12.0, "repeat_recency": 3}])
+def test_bpr_loss_equals_its_formula_on_the_models_scores(options):
+    """BPR = -mean(log(gamma + sigmoid(s_pos - s_neg))), gamma = 1e-10 (RecBole's BPRLoss), on
+    the scores of the sampled positive and negative item of each case."""
+    model = make_model(11, loss_type="BPR", step=2, **options)
+    if model.repeat_bias is not None:
+        with torch.no_grad():
+            model.repeat_bias.copy_(torch.tensor([0.5, -0.25, 1.0]))
+    seq, lengths = random_batch(torch.Generator().manual_seed(11), 16, 8, NUM_ITEMS)
+    target = torch.randint(1, NUM_ITEMS, (16,), generator=torch.Generator().manual_seed(12))
+    shift = torch.randint(1, NUM_ITEMS - 1, (16,), generator=torch.Generator().manual_seed(13))
+    negatives = (target - 1 + shift) % (NUM_ITEMS - 1) + 1  # a real item, never the target
+    assert not torch.equal(negatives, target)
+    data = batch(seq, lengths, target)
+    data.update(Interaction({"neg_item_id": negatives}))
+    loss = model.calculate_loss(data)
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch(seq, lengths)).double()
+    rows = torch.arange(16)
+    diff = scores[rows, target] - scores[rows, negatives]
+    assert diff.abs().max() > 0.1  # the scores differ: the formula is not checked at 0 only
+    expected = -torch.log(1e-10 + torch.sigmoid(diff)).mean()
+    assert abs(loss.item() - expected.item()) <= 1e-6, (loss.item(), expected.item())
+    # the textbook -mean log sigmoid(s_pos - s_neg): gamma changes nothing at these scores
+    assert abs(loss.item() - (-torch.nn.functional.logsigmoid(diff).mean()).item()) <= 1e-6
+    # and the scores are the dense paper reference's (norm_scale/repeat_recency included)
+    reference = dense_reference(model, seq, lengths)
+    ref_diff = reference[rows, target] - reference[rows, negatives]
+    assert abs(loss.item() - (-torch.nn.functional.logsigmoid(ref_diff).mean()).item()) <= 1e-5
+    # not the cross-entropy over all items
+    assert abs(loss.item() - torch.nn.functional.cross_entropy(scores, target).item()) > 1e-3
+
+
 def test_dropout_only_in_training_mode():
     model = make_model(5, embedding_dropout=0.5, hidden_dropout=0.5)
     seq, lengths = random_batch(torch.Generator().manual_seed(5), 8, 6, NUM_ITEMS)
