@@ -444,6 +444,40 @@ def test_deterministic_bytes(tmp_path):
             (tmp_path / "b" / "same" / f"same.{suffix}").read_bytes()
 
 
+def test_extra_and_reordered_columns_give_byte_identical_files(tmp_path):
+    """Only the named columns matter, wherever they stand; extra columns (text with quoted commas,
+    numbers, empty cells) are ignored, on the fast reader and on the slow one (``12.0`` ids)."""
+    rows = random_log(3)
+    options = ConvertOptions(min_item_support=1, test_days=3, valid_days=2)
+    plain = write_events(tmp_path / "plain.csv", rows)
+    order = ["note", "itemid", "transactionid", "event", "score", "timestamp", "visitorid", "extra"]
+    variants = {}
+    for name, float_ids in (("reordered", False), ("reordered-slow", True)):
+        lines = [",".join(order)]
+        for k, (ts, visitor, event, item) in enumerate(rows):
+            values = {"timestamp": str(ts), "visitorid": f"{visitor}.0" if float_ids else str(visitor),
+                      "event": event, "itemid": str(item),
+                      "transactionid": f"{1000 + k}.0" if event == "transaction" else "",
+                      "note": f'"row {k}, a view of {item}"', "score": f"{k * 0.5}",
+                      "extra": "" if k % 3 else "x"}
+            lines.append(",".join(values[column] for column in order))
+        variants[name] = tmp_path / f"{name}.csv"
+        variants[name].write_text("\n".join(lines) + "\n")
+    assert variants["reordered"].read_bytes() != plain.read_bytes()
+
+    expected = convert_events(plain, tmp_path / "a" / "same", options, progress=False)
+    assert all(expected["splits"][s]["cases"] > 0 for s in ("train", "valid", "test"))
+    for name, events in variants.items():
+        stats = convert_events(events, tmp_path / name / "same", options, progress=False)
+        assert stats["raw"]["rows"] == len(rows)
+        for suffix in ("train.inter", "valid.inter", "test.inter"):
+            assert (tmp_path / name / "same" / f"same.{suffix}").read_bytes() == \
+                (tmp_path / "a" / "same" / f"same.{suffix}").read_bytes(), (name, suffix)
+        ignore = {"input", "elapsed_s", "reused"}
+        assert {k: v for k, v in stats.items() if k not in ignore} == \
+            {k: v for k, v in expected.items() if k not in ignore}, name
+
+
 def test_stats_content(tmp_path):
     rows = background() + [(T0, 1, "addtocart", 901), (T0 + 1, 1, "view", 902)]
     events = write_events(tmp_path / "events.csv", rows)
