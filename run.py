@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
+from recbole_srgnn.experiments.options import split_options
 
 DEFAULT_MODEL = "SRGNN"
 DEFAULT_DATASET = "retailrocket-synthetic"
@@ -79,21 +80,6 @@ def threads_value(text: str) -> str:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number >= 1, got {text!r}")
     return str(int(text))
-
-
-def split_options(extra: list[str]) -> dict[str, str]:
-    """``--key=value`` strings -> {key: raw value}; values are parsed once, by the pipeline."""
-    options: dict[str, str] = {}
-    for arg in extra:
-        if not arg.startswith("--") or "=" not in arg:
-            raise InputError(f"unrecognised argument {arg!r}: options are written --key=value")
-        key, value = arg[2:].split("=", 1)
-        if not key:
-            raise InputError(f"unrecognised argument {arg!r}: options are written --key=value")
-        if key in options and options[key] != value:
-            raise InputError(f"option --{key} given twice with different values")
-        options[key] = value
-    return options
 
 
 @cli_errors

@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError, cli_errors, sigterm_as_interrupt
 from recbole_srgnn.files import claimed, held_elsewhere, live_claim
-from recbole_srgnn.run_identity import without_added_defaults
+from recbole_srgnn.run_identity import HASH_EXEMPT, without_added_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -71,8 +71,6 @@ ENTRY_KEYS = {"name", "model", "settings", "grid", "tunable"}
 TUNING_KEYS = {"budget", "seeds"}
 # Set by the runner itself, never by a config.
 RESERVED = {"seed", "model", "dataset", "checkpoint_dir", "benchmark_filename"}
-# Where things are, not what is computed: left out of the settings hash.
-HASH_EXEMPT = {"data_path", "show_progress"}
 EPOCH_MARK = "@@compare-epoch "  # a child process's line that reports a validation epoch
 CHILD_GRACE_S = 30.0  # seconds a run's child gets to end after Ctrl-C before it is killed
 SHORT = {"learning_rate": "lr", "embedding_size": "d", "hidden_size": "h", "weight_decay": "wd",

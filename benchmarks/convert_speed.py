@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recbole_srgnn.experiments.machine import machine
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data"
@@ -56,26 +57,6 @@ print(json.dumps({
     "rounds": stats["filters"]["iterated"]["rounds_run"],
 }))
 """
-
-
-def machine() -> dict:
-    info = {"nproc": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["ram_gib"] = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    try:
-        info["nproc_available"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    return info
 
 
 def events_file(n_rows: int, seed: int, n_items: int | None) -> Path:
@@ -223,12 +204,12 @@ def markdown(r: dict) -> str:
         "Targets: under 10 s, under 1.5 GB.",
         "",
         f"Load average (1/5/15 min) before: {r['load_before']}, after: {r['load_after']} "
-        f"on {m.get('nproc')} cores (the machine was shared with other jobs; numbers are noisy).",
+        f"on {m.get('cores')} cores (the machine was shared with other jobs; numbers are noisy).",
         "",
         "## Machine",
         "",
-        f"- CPU: {m.get('cpu', '?')}, {m.get('nproc')} cores",
-        f"- RAM: {m.get('ram_gib', '?')} GiB",
+        f"- CPU: {m.get('cpu', '?')}, {m.get('cores')} cores",
+        f"- RAM: {m.get('memory_gib', '?')} GiB",
         f"- Python {m.get('python')}, {m.get('platform')}",
         "",
         "## Input (synthetic, real file's schema and size)",

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from recbole_srgnn.errors import InputError
+from recbole_srgnn.experiments.tables import md_table
 from recbole_srgnn.files import atomic_outputs, claimed
+from recbole_srgnn.run_identity import EVAL_ONLY
 
 from . import fusion
 
@@ -144,7 +146,7 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
     metric = records[seeds[0]]["valid_metric"]
     boosts = sorted({r["chosen_repeat_boost"] for r in records.values()
                      if r.get("chosen_repeat_boost") is not None}) or [None]
-    evaluation = {k: plan.settings[k] for k in fusion.EVAL_ONLY if k in plan.settings}
+    evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
     t0 = time.perf_counter()
 
     def load(refit: bool):
@@ -283,7 +285,7 @@ def sampling_line(result: Mapping, test_cases: int | None) -> str | None:
     """The test split's sampling error of the best ensemble's Hit@10 (a proportion of test cases)."""
     if not test_cases:
         return None
-    from .report import wilson_interval
+    from recbole_srgnn.experiments.stats import wilson_interval
 
     name, best = (("refit ensemble + rules", result["refit"]["test_fused"]) if result.get("refit")
                   else ("ensemble + rules", result["test_fused"]))
@@ -306,7 +308,7 @@ def report_lines(result: Mapping, test_cases: int | None = None) -> list[str]:
              + ("The refit models' ensemble is tested at the same point. " if result.get("refit") else "")
              + "Every member first reproduced its own record (largest metric difference): "
              f"{checks}.", ""]
-    lines += fusion._md_table(
+    lines += md_table(
         ["alpha", "repeat boost", f"valid {fusion.label(metric)}", "valid Hit@10", "chosen"],
         [[f"{s['alpha']:g}", "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
           f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",

@@ -50,11 +50,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from recbole_srgnn.errors import InputError
+from recbole_srgnn.experiments.machine import machine
+from recbole_srgnn.experiments.stats import mean_std, paired_test
+from recbole_srgnn.experiments.tables import csv_text, md_table, mean_std_text, p_text
 from recbole_srgnn.files import atomic_outputs, claimed, held_elsewhere
-from recbole_srgnn.run_identity import without_added_defaults
+from recbole_srgnn.run_identity import EVAL_ONLY, RESUME_EXEMPT, without_added_defaults
 
 from .report import METRICS as METRIC_LABELS
-from .report import SIGNIFICANCE_METRICS, _csv, _md_table, _p, fmt, machine, mean_std, paired_test
+from .report import SIGNIFICANCE_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -247,9 +250,6 @@ def _metrics(result: Mapping | None) -> dict:
     return {str(k).lower(): float(v) for k, v in (result or {}).items()}
 
 
-EVAL_ONLY = ("rule_fusion", "rule_steps", "rule_repeat_boost")  # options training does not read
-
-
 def expected_settings(plan: FusionPlan, seed: int) -> dict:
     """The options a seed's training uses: the config files, then ``settings``, then the seed."""
     from recbole_srgnn import pipeline
@@ -270,8 +270,6 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str,
     if trained.get("model") != plan.model or trained.get("dataset") != plan.dataset:
         raise InputError(f"{where} is {trained.get('model')} on {trained.get('dataset')}, "
                          f"not {plan.model} on {plan.dataset}")
-    from recbole_srgnn.trainer import RESUME_EXEMPT  # (imports torch: not at module load)
-
     # where files go / how progress shows (the trainer's list), and what only evaluation reads
     ignored = {*RESUME_EXEMPT, *EVAL_ONLY}
     for key, value in {**expected_settings(plan, seed), **(extra or {})}.items():
@@ -468,7 +466,7 @@ def _reference_rows(plan: FusionPlan) -> dict[str, list[dict]]:
 def _row(label: str, tests: Sequence[Mapping]) -> list[str]:
     cells = [label, str(len(tests))]
     for m in METRICS:
-        cells.append(fmt(*mean_std([t[m] for t in tests if m in t])))
+        cells.append(mean_std_text(*mean_std([t[m] for t in tests if m in t])))
     return cells
 
 
@@ -503,8 +501,8 @@ def _paired_table(records: Sequence[dict], first, second) -> list[str]:
                            {r["seed"]: second(r)[m] for r in records})
         rows.append([label(m), str(test["n"]),
                      f"{test['diff']:+.4f}" if test["diff"] is not None else "–",
-                     _p(test["t_p"]), _p(test["w_p"]), test["note"]])
-    return _md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
+                     p_text(test["t_p"]), p_text(test["w_p"]), test["note"]])
+    return md_table(["metric", "n", "diff", "t-test p", "Wilcoxon p", "note"], rows)
 
 
 def render(plan: FusionPlan, records: Sequence[dict], command: str,
@@ -556,7 +554,7 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
         table += ensemble.table_rows(ensembled)
     for name, runs in _reference_rows(plan).items():
         table.append(_row(f"{name} (reference)", [_metrics(r.get("test_result")) for r in runs]))
-    lines += _md_table(header, table)
+    lines += md_table(header, table)
     lines += ["", "Chosen alpha per seed: " + (", ".join(
         f"seed {r['seed']}: {_point(r['chosen_alpha'], r.get('chosen_repeat_boost'))}"
         for r in records) or "–") + ".", ""]
@@ -582,17 +580,17 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
                                "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
                                f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",
                                "yes" if _chosen(r, s) else ""])
-    lines += _md_table(["seed", "alpha", "repeat boost", f"valid {label(metric)}", "valid Hit@10",
+    lines += md_table(["seed", "alpha", "repeat boost", f"valid {label(metric)}", "valid Hit@10",
                         "chosen"], sweep_rows)
     lines += ["", "![validation by alpha](alpha_valid.png)", "", "## Training", ""]
-    lines += _md_table(
+    lines += md_table(
         ["seed", "trained by", "epochs trained", "best epoch (from 1)", "train s/epoch", "peak RSS MB"],
         [[str(r["seed"]), r.get("trained_by", "–"), str(r["epochs_trained"]), str(r["best_epoch"] + 1),
           f"{r['seconds_per_epoch']:.1f}" if r["seconds_per_epoch"] else "–",
           f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else "–"] for r in records])
     if refits:
         lines += ["", "Refit on train + valid:", ""]
-        lines += _md_table(
+        lines += md_table(
             ["seed", "training cases", "epochs", "train s/epoch", "peak RSS MB"],
             [[str(r["seed"]), str(r["refit"].get("train_cases")), str(r["refit"]["epochs"]),
               f"{r['refit']['seconds_per_epoch']:.1f}" if r["refit"].get("seconds_per_epoch") else "–",
@@ -669,7 +667,7 @@ def write_report(plan: FusionPlan, out: Path, command: str) -> Path:
     with atomic_outputs([out / "runs.csv", out / "alpha_valid.png", report]) as (csv_file, png, md):
         Path(md).write_text(render(plan, records, command, ensembled))
         rows = run_rows(records) + (ensemble.csv_rows(ensembled) if ensembled else [])
-        Path(csv_file).write_text(_csv(rows, ["seed", "alpha", "repeat_boost", "split", "chosen", *METRICS]))
+        Path(csv_file).write_text(csv_text(rows, ["seed", "alpha", "repeat_boost", "split", "chosen", *METRICS]))
         _plot(records, Path(png))
     return report
 

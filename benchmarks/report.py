@@ -7,17 +7,15 @@ are reported for the selected grid point.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
-import os
-import platform
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from recbole_srgnn.experiments.machine import machine
+from recbole_srgnn.experiments.stats import mean_std, paired_test
+from recbole_srgnn.experiments.tables import csv_text, md_table, mean_std_text, p_text
 from recbole_srgnn.files import atomic_outputs
 
 from benchmarks.compare import (
@@ -40,7 +38,6 @@ METRICS = [
     ("ndcg@10", "NDCG@10"),
 ]
 SIGNIFICANCE_METRICS = ["hit@1", "hit@10", "mrr@10", "mrr@20"]
-ALPHA = 0.05
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,102 +112,8 @@ def collect(exp: Experiment, out: Path, data_path: str | None = None) -> Collect
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics
+# Versions
 # ---------------------------------------------------------------------------------------------
-def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (None when undefined)."""
-    values = [float(v) for v in values]
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
-    if mean is None:
-        return "–"
-    text = f"{mean:.{digits}f}"
-    return f"{text} ± {std:.{digits}f}" if std is not None else text
-
-
-def paired_test(ref: Mapping[int, float], other: Mapping[int, float]) -> dict:
-    """Paired comparison over the seeds both have: mean difference, t-test and Wilcoxon p."""
-    seeds = sorted(set(ref) & set(other))
-    a = [ref[s] for s in seeds]
-    b = [other[s] for s in seeds]
-    out: dict[str, Any] = {"n": len(seeds), "diff": None, "t_p": None, "w_p": None, "note": ""}
-    if not seeds:
-        out["note"] = "n/a (no common seeds)"
-        return out
-    diffs = [x - y for x, y in zip(a, b)]
-    out["diff"] = statistics.fmean(diffs)
-    if len(seeds) < 2:
-        out["note"] = "n/a (fewer than 2 paired seeds)"
-        return out
-    if all(abs(d) < 1e-12 for d in diffs):
-        out["note"] = "n/a (identical on every seed)"
-        return out
-    from scipy import stats
-
-    if statistics.pstdev(diffs) > 1e-12:
-        t_p = float(stats.ttest_rel(a, b).pvalue)
-        out["t_p"] = t_p if math.isfinite(t_p) else None
-    else:
-        out["note"] = "t-test n/a (same difference on every seed)"
-    try:
-        w_p = float(stats.wilcoxon(a, b).pvalue)
-        out["w_p"] = w_p if math.isfinite(w_p) else None
-    except ValueError:
-        out["w_p"] = None
-    return out
-
-
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95 % for z = 1.96) of a proportion ``p`` measured on ``n`` cases.
-
-    A Hit@K on a fixed test split is such a proportion: this is its sampling error over test
-    cases, which the spread over training seeds does not show."""
-    if n <= 0 or not 0.0 <= p <= 1.0:
-        raise ValueError(f"wilson_interval: need 0 <= p <= 1 and n > 0, got p={p}, n={n}")
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    text = f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
-    return f"**{text}**" if value < ALPHA else text
-
-
-# ---------------------------------------------------------------------------------------------
-# Machine and versions
-# ---------------------------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    with _quiet_oserror():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory_gib = None
-    with _quiet_oserror():
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory_gib = round(int(line.split()[1]) / 1024**2, 1)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_gib,
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
-
-
-class _quiet_oserror:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, (OSError, ValueError))
-
-
 def _versions(collected: Collected) -> dict:
     run = collected.any_run() or {}
     versions = dict(run.get("versions") or {})
@@ -305,20 +208,6 @@ def run_rows(collected: Collected) -> list[dict]:
             }
             rows.append(record)
     return rows
-
-
-def _csv(rows: list[dict], fields: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,12 +310,12 @@ def _significance_section(exp: Experiment, collected: Collected) -> list[str]:
             ref_mean = mean_std([ref_vals[s] for s in seeds])[0]
             other_mean = mean_std([other_vals[s] for s in seeds])[0]
             table.append([
-                row.name, label, str(test["n"]), fmt(ref_mean, None), fmt(other_mean, None),
+                row.name, label, str(test["n"]), mean_std_text(ref_mean, None), mean_std_text(other_mean, None),
                 "–" if test["diff"] is None else f"{test['diff']:+.4f}",
-                _p(test["t_p"]), _p(test["w_p"]), test["note"],
+                p_text(test["t_p"]), p_text(test["w_p"]), test["note"],
             ])
     if table:
-        lines += _md_table(["baseline", "metric", "n", exp.reference, "baseline", "diff",
+        lines += md_table(["baseline", "metric", "n", exp.reference, "baseline", "diff",
                             "t-test p", "Wilcoxon p", "note"], table)
     else:
         lines.append("No baselines.")
@@ -454,21 +343,21 @@ def _variants_section(exp: Experiment, collected: Collected) -> list[str]:
         mark = " (faithful default)" if row is ref else (" (best option)" if row is best else "")
         table.append([f"{row.name}{mark}", f"`{json.dumps(row.entry.settings, sort_keys=True)}`",
                       point_label(row.entry.point(row.selection.tag)) if row.selection else "–",
-                      fmt(mean, std), str(len(row.selected))])
-    lines += _md_table(["variant", "settings", "selected", f"valid {metric}", "seeds"], table)
+                      mean_std_text(mean, std), str(len(row.selected))])
+    lines += md_table(["variant", "settings", "selected", f"valid {metric}", "seeds"], table)
     lines.append("")
     if best is not None:
         side = []
         for key, label in METRICS:
             a, b = ref.values(key), best.values(key)
             test = paired_test(b, a)
-            side.append([label, fmt(*mean_std(list(a.values()))), fmt(*mean_std(list(b.values()))),
+            side.append([label, mean_std_text(*mean_std(list(a.values()))), mean_std_text(*mean_std(list(b.values()))),
                          "–" if test["diff"] is None else f"{test['diff']:+.4f}",
-                         _p(test["t_p"]), test["note"]])
+                         p_text(test["t_p"]), test["note"]])
         lines.append(f"Side by side (test, mean ± std over seeds; diff = {best.name} − {ref.name}, "
                      "paired by seed):")
         lines.append("")
-        lines += _md_table(["metric", f"{ref.name} (faithful)", f"{best.name} (best option)", "diff",
+        lines += md_table(["metric", f"{ref.name} (faithful)", f"{best.name} (best option)", "diff",
                             "t-test p", "note"], side)
         lines.append("")
     return lines
@@ -486,12 +375,12 @@ def _grid_section(exp: Experiment, collected: Collected) -> list[str]:
         for tag in row.entry.tags:
             values = sel.scores.get(tag, []) if sel else []
             mean, std = mean_std(values)
-            text = fmt(mean, std)
+            text = mean_std_text(mean, std)
             chosen = sel is not None and tag == sel.tag
             table.append([row.name, point_label(row.entry.point(tag)),
                           f"**{text}**" if chosen else text,
                           f"{len(values)}/{len(exp.tuning_seeds)}"])
-    lines += _md_table(["model", "grid point", f"valid {metric}", "seeds"], table)
+    lines += md_table(["model", "grid point", f"valid {metric}", "seeds"], table)
     lines.append("")
     return lines
 
@@ -656,13 +545,13 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
             selected += " (provisional)"
         cells = [row.name, selected, f"{len(row.selected)}/{len(exp.seeds)}"]
         for key, _ in METRICS:
-            cells.append(fmt(*mean_std(list(row.values(key).values()))))
-        cells.append(fmt(*mean_std(row.field_values("seconds_per_epoch")), digits=2)
+            cells.append(mean_std_text(*mean_std(list(row.values(key).values()))))
+        cells.append(mean_std_text(*mean_std(row.field_values("seconds_per_epoch")), digits=2)
                      + (" †" if _slowed(row) else "")
                      + (" ‡" if any(_other_threads(exp, run) for run in row.selected.values())
                         else ""))
         best_epochs = [e + 1 for e in row.field_values("best_epoch")]  # 1-based for readers
-        cells.append(fmt(*mean_std(best_epochs), digits=1))
+        cells.append(mean_std_text(*mean_std(best_epochs), digits=1))
         memory = row.field_values("peak_rss_mb")
         text = f"{max(memory):.0f}" if memory else "–"
         if memory and not _isolated(row):
@@ -670,7 +559,7 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
             any_shared_memory = True
         cells.append(text)
         table.append(cells)
-    lines += _md_table(header, table)
+    lines += md_table(header, table)
     lines.append("")
     lines.append(
         "Seconds per epoch are training time only (no validation), measured in this comparison on "
@@ -737,7 +626,7 @@ def write_report(exp: Experiment, out: Path, *, command: str,
     _plot_curves(collected, metric, paths["curves_png"], f"{exp.name}: validation {metric} per epoch")
     text = render(exp, collected, command)
     with atomic_outputs([paths["summary"], paths["runs"], paths["report"]]) as (summary, runs, report):
-        summary.write_text(_csv(summary_rows(exp, collected), SUMMARY_FIELDS), encoding="utf-8")
-        runs.write_text(_csv(run_rows(collected), RUN_FIELDS), encoding="utf-8")
+        summary.write_text(csv_text(summary_rows(exp, collected), SUMMARY_FIELDS), encoding="utf-8")
+        runs.write_text(csv_text(run_rows(collected), RUN_FIELDS), encoding="utf-8")
         report.write_text(text, encoding="utf-8")
     return paths, collected

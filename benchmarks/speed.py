@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -26,35 +25,19 @@ import sys
 import time
 from pathlib import Path
 
+from recbole_srgnn.experiments.machine import machine as experiment_machine
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["SRGNN", "RecBoleSRGNN", "GRU4Rec", "NARM", "LastItem"]
 DATASETS = ["retailrocket-synthetic", "retailrocket-cotrec"]
 
 
 def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory_gb = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
+    """What the numbers were measured on: the shared machine description, plus torch."""
     import torch
 
     info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": memory_gb,
-        "python": platform.python_version(),
+        **experiment_machine(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),  # default; --threads overrides per run
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -212,7 +195,7 @@ def report(results: list[dict], args, info: dict, load: tuple) -> str:
     lines = [
         "# Training speed: SR-GNN vs RecBole models",
         "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, "
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GB RAM, "
         f"GPU: {info['gpu'] or 'none'}; Python {info['python']}, torch {info['torch']} "
         f"({args.threads or info['torch_threads']} threads per run). Load average before/after: "
         f"{load[0]:.2f} / {load[1]:.2f}.",

@@ -41,13 +41,13 @@ from recbole.utils import get_model, init_logger, init_seed
 
 import recbole_srgnn
 from recbole_srgnn.errors import InputError
+from recbole_srgnn.experiments.json_safe import finite_or_none
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.threads import apply_threads
 from recbole_srgnn.prepared_data import load_dataset, prepare_data  # noqa: F401 (load_dataset: API)
 from recbole_srgnn.yaml_files import parse_yaml
 from recbole_srgnn.trainer import (
     SessionTrainer,
-    finite_or_none,
     load_checkpoint,
     plain,
     plain_config,

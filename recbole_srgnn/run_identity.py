@@ -1,15 +1,29 @@
 """Which settings make a run what it is, across versions of this package.
 
-A run (a comparison run, a fusion seed, a resume state) is identified by its settings. When a
-new setting is added, every run recorded before it was made with one value of it, implicitly:
-``ADDED_SETTINGS`` lists that value, and :func:`without_added_defaults` drops a setting that
-still has it, so naming it explicitly keeps the old records valid while any other value makes a
-new run.
+A run (a comparison run, a fusion seed, a resume state) is identified by its settings, less the
+settings that do not change what is computed:
+
+- ``HASH_EXEMPT``: where data is read and how progress shows; left out of a comparison run's
+  settings hash;
+- ``RESUME_EXEMPT``: where files go or how progress shows; a resumed training may differ in them
+  (e.g. a fresh scratch ``checkpoint_dir`` per attempt);
+- ``EVAL_ONLY``: the rule-fusion options, which only evaluation reads; a model trained before
+  may differ in them.
+
+When a new setting is added, every run recorded before it was made with one value of it,
+implicitly: ``ADDED_SETTINGS`` lists that value, and :func:`without_added_defaults` drops a
+setting that still has it, so naming it explicitly keeps the old records valid while any other
+value makes a new run.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
+
+HASH_EXEMPT = frozenset({"data_path", "show_progress"})
+RESUME_EXEMPT = frozenset({"checkpoint_dir", "data_path", "show_progress", "log_wandb", "state",
+                           "threads"})
+EVAL_ONLY = ("rule_fusion", "rule_steps", "rule_repeat_boost")
 
 # setting -> the value every run recorded before the setting existed was made with
 ADDED_SETTINGS: dict[str, Any] = {

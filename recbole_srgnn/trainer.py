@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import math
 import os
 import pickle
 import random
@@ -51,14 +50,10 @@ from recbole.utils import get_local_time
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
-from recbole_srgnn.run_identity import without_added_defaults
+from recbole_srgnn.run_identity import RESUME_EXEMPT, without_added_defaults
 
 CHECKPOINT_FORMAT = "recbole_srgnn-1"
 RESUME_FORMAT = "recbole_srgnn-resume-1"
-# Settings that say where files go or how progress shows, not what is trained: a resumed run may
-# differ in them (e.g. a fresh scratch checkpoint_dir per attempt).
-RESUME_EXEMPT = frozenset({"checkpoint_dir", "data_path", "show_progress", "log_wandb", "state",
-                           "threads"})
 LR_SCHEDULERS = ("plateau", "step", "none")
 
 
@@ -498,14 +493,3 @@ def _set_rng_states(states: Mapping, train_data) -> None:
     np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
-
-
-def finite_or_none(value: Any) -> Any:
-    """JSON has no inf/nan: map them to None (recursively)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [finite_or_none(item) for item in value]
-    return value

@@ -87,7 +87,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
@@ -98,6 +97,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
+from recbole_srgnn.experiments.json_safe import finite_or_none
+from recbole_srgnn.experiments.options import split_options
 from recbole_srgnn.tune_space import RESERVED, Space, load_space, parse_space
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -180,19 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retry_failed", action="store_true",
                         help="with --resume: run failed trials again from scratch")
     return parser
-
-
-def split_options(extra: list[str]) -> dict[str, str]:
-    """``--key=value`` strings -> {key: raw value} (parsed later like run.py's)."""
-    options: dict[str, str] = {}
-    for arg in extra:
-        if not arg.startswith("--") or "=" not in arg or arg.startswith("--="):
-            raise InputError(f"unrecognised argument {arg!r}: options are written --key=value")
-        key, value = arg[2:].split("=", 1)
-        if key in options and options[key] != value:
-            raise InputError(f"option --{key} given twice with different values")
-        options[key] = value
-    return options
 
 
 def _check_options(options: Mapping[str, str], space: Space) -> None:
@@ -321,7 +309,7 @@ def _trial(params: dict, job: dict) -> None:
         raise
     fn_end = time.time()
     # Trials never evaluate on test (test=False): selection sees validation only.
-    write_text(result_file, json.dumps(_json_safe(results), indent=2, allow_nan=False) + "\n")
+    write_text(result_file, json.dumps(finite_or_none(results), indent=2, allow_nan=False) + "\n")
 
     curve = results.get("valid_curve") or []
     epoch_seconds = [float(e.get("seconds") or 0.0) + float(e.get("valid_seconds") or 0.0)
@@ -340,19 +328,9 @@ def _trial(params: dict, job: dict) -> None:
         "device": results.get("device"),
         "values": values,
     }
-    write_text(trial_dir / SUMMARY_FILE, json.dumps(_json_safe(summary), indent=2) + "\n")
+    write_text(trial_dir / SUMMARY_FILE, json.dumps(finite_or_none(summary), indent=2) + "\n")
     for metrics in pending:
         session.report(metrics)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _trial_name(trial) -> str:
@@ -390,7 +368,7 @@ def _make_callback(metric_label: str, space: Space, finished_before: int = 0):
             except KeyError:
                 values = {}
             self._event(trial, "start", trial_dir=str(trial.local_path),
-                        params=tr._finite(_plain(params)), values=tr._finite(_plain(values)))
+                        params=finite_or_none(_plain(params)), values=finite_or_none(_plain(values)))
 
         def on_trial_restore(self, iteration, trials, trial, **info):
             self.on_trial_start(iteration, trials, trial, **info)

@@ -30,6 +30,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from recbole_srgnn.experiments.json_safe import finite_or_none
+from recbole_srgnn.experiments.tables import md_table
 from recbole_srgnn.files import atomic_outputs
 
 EVENTS_FILE = "trial_events.jsonl"
@@ -84,7 +86,7 @@ class TrialRecord:
 def append_event(experiment_dir: str | os.PathLike, event: Mapping[str, Any]) -> None:
     """One JSON line in ``<experiment_dir>/trial_events.jsonl`` (flushed at once)."""
     path = Path(experiment_dir) / EVENTS_FILE
-    line = json.dumps(_finite(dict(event)), allow_nan=False)
+    line = json.dumps(finite_or_none(dict(event)), allow_nan=False)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line + "\n")
         handle.flush()
@@ -422,10 +424,8 @@ def report_text(
                    f"{metric} **{_fmt(best.best_valid_score)}** at epoch {best.best_epoch} of "
                    f"{best.epochs_run}. Its values are in `best.yaml`:")
         out.append("")
-        out.append("| option | value |")
-        out.append("|---|---|")
-        for key, value in best.values.items():
-            out.append(f"| {key} | {_cell(value)} |")
+        out += md_table(["option", "value"],
+                        [[key, _cell(value)] for key, value in best.values.items()])
         out.append("")
         out.append("### Test metrics of the best configuration")
         out.append("")
@@ -434,10 +434,9 @@ def report_text(
                        f"(epoch {best.best_epoch}): `{test.get('how', '')}`.")
             out.append("")
             valid = test.get("valid_result") or {}
-            out.append("| metric | valid | test |")
-            out.append("|---|---|---|")
-            for key, value in test["test_result"].items():
-                out.append(f"| {key} | {_fmt(valid.get(key))} | {_fmt(value)} |")
+            out += md_table(["metric", "valid", "test"],
+                            [[key, _fmt(valid.get(key)), _fmt(value)]
+                             for key, value in test["test_result"].items()])
         else:
             out.append(f"Not evaluated: {(test or {}).get('why', 'no checkpoint')}.")
         out.append("")
@@ -447,18 +446,16 @@ def report_text(
     if plot_name:
         out.append(f"![validation curves]({plot_name})")
         out.append("")
-    out.append("| trial | status | best valid | best epoch | epochs | "
-               + " | ".join(param_names) + " | wall s | overhead s |")
-    out.append("|---|---|---|---|---|" + "---|" * len(param_names) + "---|---|")
     sign = 1.0 if mode == "max" else -1.0
     ordered = sorted(records, key=lambda r: (r.best_valid_score is None,
                                              -sign * (r.best_valid_score or 0.0), r.index))
-    for r in ordered:
-        cells = [str(r.index), r.status + (f" ({_short(r.error)})" if r.error else ""),
-                 _fmt(r.best_valid_score), _fmt(r.best_epoch), str(r.epochs_run),
-                 *[_cell(r.params.get(name)) for name in param_names],
-                 _fmt(r.wall_seconds, 1), _fmt(r.overhead_seconds, 1)]
-        out.append("| " + " | ".join(cells) + " |")
+    out += md_table(
+        ["trial", "status", "best valid", "best epoch", "epochs", *param_names, "wall s",
+         "overhead s"],
+        [[str(r.index), r.status + (f" ({_short(r.error)})" if r.error else ""),
+          _fmt(r.best_valid_score), _fmt(r.best_epoch), str(r.epochs_run),
+          *[_cell(r.params.get(name)) for name in param_names],
+          _fmt(r.wall_seconds, 1), _fmt(r.overhead_seconds, 1)] for r in ordered])
     out.append("")
 
     out.append("## Trial overhead")
@@ -475,17 +472,14 @@ def report_text(
             f"{o['max']:.1f} s (target: under 10 s)."
         )
         out.append("")
-        out.append("| part | mean s | median s | max s |")
-        out.append("|---|---|---|---|")
         labels = [("wall", "trial wall time"), ("train", "training + validation epochs"),
                   ("overhead", "overhead (wall - epochs)"),
                   ("setup", "- imports, data loading, model (before epoch 1)"),
                   ("tail", "- test evaluation, writing (after the last epoch)"),
                   ("other", "- Ray's reporting and bookkeeping")]
-        for key, label in labels:
-            s = stats.get(key)
-            if s:
-                out.append(f"| {label} | {s['mean']:.1f} | {s['median']:.1f} | {s['max']:.1f} |")
+        out += md_table(["part", "mean s", "median s", "max s"],
+                        [[label, f"{s['mean']:.1f}", f"{s['median']:.1f}", f"{s['max']:.1f}"]
+                         for label, s in ((label, stats.get(key)) for key, label in labels) if s])
         out.append("")
         parts = []
         if stats.get("ray_start_seconds") is not None:
@@ -519,16 +513,6 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_outputs([path]) as (tmp,):
         tmp.write_text(text, encoding="utf-8")
     return path
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def now() -> str:

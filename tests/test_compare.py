@@ -20,6 +20,7 @@ import torch
 
 from benchmarks import compare, report
 from recbole_srgnn import files, pipeline
+from recbole_srgnn.experiments import stats as report_stats
 from recbole_srgnn.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -478,14 +479,14 @@ def test_paired_test_against_scipy():
 
     a = {1: 0.40, 2: 0.42, 3: 0.45, 4: 0.41}
     b = {1: 0.38, 2: 0.41, 3: 0.40, 4: 0.40, 5: 0.9}  # seed 5 has no partner
-    result = report.paired_test(a, b)
+    result = report_stats.paired_test(a, b)
     xs, ys = [0.40, 0.42, 0.45, 0.41], [0.38, 0.41, 0.40, 0.40]
     assert result["n"] == 4
     assert result["diff"] == pytest.approx(sum(x - y for x, y in zip(xs, ys)) / 4)
     assert result["t_p"] == pytest.approx(stats.ttest_rel(xs, ys).pvalue)
     assert result["w_p"] == pytest.approx(stats.wilcoxon(xs, ys).pvalue)
-    assert report.paired_test({1: 0.4}, {1: 0.3})["t_p"] is None
-    assert report.paired_test({1: 0.4, 2: 0.5}, {1: 0.4, 2: 0.5})["note"].startswith("n/a")
+    assert report_stats.paired_test({1: 0.4}, {1: 0.3})["t_p"] is None
+    assert report_stats.paired_test({1: 0.4, 2: 0.5}, {1: 0.4, 2: 0.5})["note"].startswith("n/a")
 
 
 def test_wilson_interval_against_scipy():
@@ -493,11 +494,11 @@ def test_wilson_interval_against_scipy():
 
     for k, n in [(50, 100), (7858, 15132), (0, 40), (40, 40), (3, 1000)]:
         expected = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
-        low, high = report.wilson_interval(k / n, n)
+        low, high = report_stats.wilson_interval(k / n, n)
         assert (low, high) == (pytest.approx(expected.low, abs=1e-4), pytest.approx(expected.high, abs=1e-4))
         assert low <= k / n <= high
     with pytest.raises(ValueError):
-        report.wilson_interval(0.5, 0)
+        report_stats.wilson_interval(0.5, 0)
 
 
 def test_tuning_on_fewer_seeds_plans_the_rest_for_the_chosen_point(tmp_path):

@@ -442,7 +442,7 @@ def test_ensemble_of_the_seeds_models_is_chosen_on_validation_and_reported(ensem
     report = (out / "report.md").read_text()
     assert "## Ensemble of the seeds' models" in report
     assert "| ensemble of the refits + rules (same alpha) | 2 (one ensemble) |" in report
-    from benchmarks.report import wilson_interval
+    from recbole_srgnn.experiments.stats import wilson_interval
 
     cases, hit = found[1]["data"]["test_cases"], result["refit"]["test_fused"]["hit@10"]
     low, high = wilson_interval(hit, cases)
