@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import compare, report
+from benchmarks import compare
+from recbole_srgnn.experiments import compare_config, compare_exec, compare_report, compare_runs
 from recbole_srgnn import files, pipeline
 from recbole_srgnn.experiments import stats as report_stats
 from recbole_srgnn.errors import InputError
@@ -44,8 +45,8 @@ def smoke(tmp_path_factory):
     calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        real = compare.run_one
-        mp.setattr(compare, "run_one",
+        real = compare_exec.run_one
+        mp.setattr(compare_exec, "run_one",
                    lambda job, **kw: calls.append(job["path"]) or real(job, **kw))
         argv = ["--config", SMOKE, "--out", root / "out", "--data-path", root / "data", "--in-process"]
         rc, out, err = call(argv)
@@ -195,11 +196,11 @@ def test_a_run_another_process_holds_is_left_to_it(smoke, tmp_path):
     seed2.unlink()
     argv = list(smoke["argv"])
     argv[argv.index("--out") + 1] = out
-    todo, _, _ = compare.plan(compare.load_experiment(SMOKE), out, str(smoke["root"] / "data"))
+    todo, _, _ = compare_runs.plan(compare_config.load_experiment(SMOKE), out, str(smoke["root"] / "data"))
     held = next(spec for spec in todo if spec.path == seed1.resolve())
     calls = smoke["calls"]
     n = len(calls)
-    with claimed(compare.resume_path(out, held)) as mine:  # what the other process holds
+    with claimed(compare_runs.resume_path(out, held)) as mine:  # what the other process holds
         assert mine
         rc, stdout, _ = call(argv)
         assert rc == 0
@@ -237,7 +238,7 @@ def test_isolated_run_is_its_own_process(smoke, tmp_path):
     assert run["peak_rss_mb"] > 0
     # the child's validation epoch reaches this process's progress output, its marker does not
     assert re.search(r"\] SessionPop seed 1 \.\.\. \n    epoch 1: valid MRR@10 \d\.\d{4} ", stdout)
-    assert compare.EPOCH_MARK.strip() not in stdout
+    assert compare_exec.EPOCH_MARK.strip() not in stdout
 
 
 def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path, monkeypatch):
@@ -254,14 +255,14 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
     straight = json.loads((tmp_path / "straight" / run_file).read_text())
 
     out = tmp_path / "cut"
-    real_epoch = compare.RunProgress.epoch
+    real_epoch = compare_exec.RunProgress.epoch
 
     def killed_after_epoch_2(self, info):
         real_epoch(self, info)
         if info["epoch"] == 2:
             raise KeyboardInterrupt  # Ctrl-C (or a lost session) after the second epoch
 
-    monkeypatch.setattr(compare.RunProgress, "epoch", killed_after_epoch_2)
+    monkeypatch.setattr(compare_exec.RunProgress, "epoch", killed_after_epoch_2)
     rc, _, err = call([*base, "--out", out, "--models", "GRU4Rec", "--seeds", "1", "--threads", "1"])
     assert rc == 130 and "rerun the same command to resume" in err
     assert "--models GRU4Rec --seeds 1 --threads 1)" in err  # the hint keeps the selection
@@ -280,7 +281,7 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
         rc, stdout, err = call([*base, "--out", out, "--dry-run"])
     assert rc == 0 and f"; running now ({socket.gethostname()} {os.getpid()})\n" in stdout, err
 
-    monkeypatch.setattr(compare.RunProgress, "epoch", real_epoch)
+    monkeypatch.setattr(compare_exec.RunProgress, "epoch", real_epoch)
     rc, stdout, err = call([*base, "--out", out])
     assert rc == 0, err + "".join(log.read_text() for log in (out / "failed").rglob("*.log"))
     assert "(continuing an interrupted run)" in stdout
@@ -307,19 +308,19 @@ def test_parent_stopped_alone_stops_its_isolated_child(smoke, tmp_path, monkeypa
     path = tmp_path / "orphan.yaml"
     path.write_text(json.dumps(data))  # JSON is YAML
     children = []
-    real_popen = compare.subprocess.Popen
+    real_popen = compare_exec.subprocess.Popen
 
     def popen(*args, **kwargs):  # as under `nohup python -m benchmarks.compare ... &`: no SIGINT
         kwargs["preexec_fn"] = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
         children.append(real_popen(*args, **kwargs))
         return children[-1]
 
-    monkeypatch.setattr(compare.subprocess, "Popen", popen)
+    monkeypatch.setattr(compare_exec.subprocess, "Popen", popen)
 
     def parent_killed(self, info):
         raise KeyboardInterrupt  # what sigterm_as_interrupt turns `kill PARENT` into
 
-    monkeypatch.setattr(compare.RunProgress, "epoch", parent_killed)
+    monkeypatch.setattr(compare_exec.RunProgress, "epoch", parent_killed)
     out = tmp_path / "out"
     rc, _, err = call(["--config", path, "--data-path", smoke["root"] / "data", "--out", out])
     assert rc == 130 and "rerun the same command to resume" in err
@@ -331,19 +332,19 @@ def test_parent_stopped_alone_stops_its_isolated_child(smoke, tmp_path, monkeypa
 def test_stop_child_kills_a_child_that_ignores_ctrl_c():
     code = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
             "print('ready', flush=True); time.sleep(60)")
-    proc = compare.subprocess.Popen([compare.sys.executable, "-c", code],
-                                    stdout=compare.subprocess.PIPE, text=True)
+    proc = compare_exec.subprocess.Popen([compare_exec.sys.executable, "-c", code],
+                                    stdout=compare_exec.subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    compare.stop_child(proc, grace=0.5)
+    compare_exec.stop_child(proc, grace=0.5)
     assert proc.returncode == -9  # SIGKILL after the grace period
     proc.stdout.close()
-    compare.stop_child(proc)  # a finished child: nothing to do
+    compare_exec.stop_child(proc)  # a finished child: nothing to do
 
 
 # ---------------------------------------------------------------------------------------------
 # Selection, planning, statistics (fake runs, no training)
 # ---------------------------------------------------------------------------------------------
-def experiment(**changes) -> compare.Experiment:
+def experiment(**changes) -> compare_config.Experiment:
     data = {
         "name": "fake", "dataset": "retailrocket-synthetic", "seeds": [1, 2, 3],
         "tuning": {"budget": 2},
@@ -354,11 +355,11 @@ def experiment(**changes) -> compare.Experiment:
         ],
     }
     data.update(changes)
-    return compare.parse_experiment(data, "fake.yaml")
+    return compare_config.parse_experiment(data, "fake.yaml")
 
 
 def write_fake(exp, out, name, tag, seed, valid, test, phase=1, curve=None):
-    spec = compare.make_spec(exp, exp.entry(name), tag, seed, phase, out)
+    spec = compare_runs.make_spec(exp, exp.entry(name), tag, seed, phase, out)
     run = {
         "model": spec.model, "dataset": exp.dataset, "valid_metric": "mrr@10",
         "best_valid_score": valid, "best_valid_result": {"mrr@10": valid},
@@ -385,8 +386,8 @@ def test_selection_uses_mean_validation_never_test(tmp_path):
         write_fake(exp, out, "SRGNN", hi, seed, v_hi, 0.90)
         write_fake(exp, out, "GRU4Rec", lo, seed, 0.10, 0.80)
         write_fake(exp, out, "GRU4Rec", hi, seed, 0.20, 0.10)
-    runs = compare.finished_runs(exp, exp.entry("SRGNN"), out)
-    selection = compare.select_point(exp.entry("SRGNN"), runs, exp.tuning_seeds)
+    runs = compare_runs.finished_runs(exp, exp.entry("SRGNN"), out)
+    selection = compare_runs.select_point(exp.entry("SRGNN"), runs, exp.tuning_seeds)
     assert selection.tag == lo and not selection.provisional
     assert selection.mean == pytest.approx(0.30)
 
@@ -418,7 +419,7 @@ def test_partial_runs_banner_and_na_significance(tmp_path):
         write_fake(exp, out, "SRGNN", tag, 1, 0.3, 0.5)
         write_fake(exp, out, "GRU4Rec", tag, 1, 0.2, 0.4)
     write_fake(exp, out, "SRGNN", "learning_rate=0.01", 2, 0.9, 0.5)
-    paths, collected = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    paths, collected = compare_report.write_report(exp, out, command="python -m benchmarks.compare ...")
     assert (collected.finished, collected.planned) == (5, 12)
     text = paths["report"].read_text()
     assert "**PARTIAL: 5 of 12 runs finished**" in text
@@ -442,7 +443,7 @@ def test_epochs_timed_with_anomaly_detection_on_are_flagged(tmp_path):
     # RecBole's GRU4Rec: 2 unflagged epochs (before the fix: on), then one with it off
     write_fake(exp, out, "GRU4Rec", "learning_rate=0.001", 1, 0.3, 0.4, curve=curve(None, None, False))
     write_fake(exp, out, "GRU4Rec", "learning_rate=0.01", 1, 0.2, 0.4, curve=curve(False, True))
-    paths, collected = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    paths, collected = compare_report.write_report(exp, out, command="python -m benchmarks.compare ...")
     text = paths["report"].read_text()
     assert "GRU4Rec lr=0.001 seed 1 (2 of 3 epochs); GRU4Rec lr=0.01 seed 1 (1 of 2 epochs)." in text
     assert "SRGNN lr" not in text.split("† Seconds per epoch inflated")[1]
@@ -452,7 +453,7 @@ def test_epochs_timed_with_anomaly_detection_on_are_flagged(tmp_path):
     # every epoch trained off: no mark, no note
     for tag in ("learning_rate=0.001", "learning_rate=0.01"):
         write_fake(exp, out, "GRU4Rec", tag, 1, 0.3, 0.4, curve=curve(False))
-    paths, _ = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    paths, _ = compare_report.write_report(exp, out, command="python -m benchmarks.compare ...")
     assert "†" not in paths["report"].read_text()
 
 
@@ -465,7 +466,7 @@ def test_runs_trained_with_other_thread_counts_are_flagged(tmp_path):
             run = json.loads(path.read_text())
             run["compare"]["threads"] = 2 if (name, tag) == ("GRU4Rec", "learning_rate=0.001") else 1
             path.write_text(json.dumps(run))
-    paths, _ = report.write_report(exp, out, command="python -m benchmarks.compare ...")
+    paths, _ = compare_report.write_report(exp, out, command="python -m benchmarks.compare ...")
     text = paths["report"].read_text()
     assert "‡ Trained with another number of torch threads than the config's 1" in text
     assert text.split("‡ Trained")[1].split("\n")[0].endswith(": GRU4Rec lr=0.001 seed 1 (2).")
@@ -505,11 +506,11 @@ def test_tuning_on_fewer_seeds_plans_the_rest_for_the_chosen_point(tmp_path):
     exp = experiment(tuning={"budget": 2, "seeds": 1})
     assert exp.total_runs == 2 * (2 * 1 + 2)
     out = tmp_path / "out"
-    todo, done, waiting = compare.plan(exp, out)
+    todo, done, waiting = compare_runs.plan(exp, out)
     assert len(todo) == 4 and not done and waiting == 4  # 2 rows x 2 other seeds wait
     write_fake(exp, out, "SRGNN", "learning_rate=0.001", 1, 0.1, 0.9)
     write_fake(exp, out, "SRGNN", "learning_rate=0.01", 1, 0.2, 0.1)
-    todo, done, waiting = compare.plan(exp, out)
+    todo, done, waiting = compare_runs.plan(exp, out)
     srgnn = [(s.tag, s.seed, s.phase) for s in todo if s.name == "SRGNN"]
     assert srgnn == [("learning_rate=0.01", 2, 2), ("learning_rate=0.01", 3, 2)]
     assert waiting == 2 and len(done) == 2
@@ -522,18 +523,18 @@ def test_changed_settings_make_runs_stale_but_data_path_does_not(tmp_path):
         for tag in ("learning_rate=0.001", "learning_rate=0.01"):
             for seed in (1, 2, 3):
                 write_fake(exp, out, name, tag, seed, 0.1, 0.1)
-    assert compare.plan(exp, out)[0] == []
-    assert compare.plan(exp, out, data_path="/elsewhere")[0] == []
+    assert compare_runs.plan(exp, out)[0] == []
+    assert compare_runs.plan(exp, out, data_path="/elsewhere")[0] == []
     changed = experiment(models=[
         {"name": "SRGNN", "settings": {"step": 2}, "grid": {"learning_rate": [0.001, 0.01]}},
         {"name": "GRU4Rec", "grid": {"learning_rate": [0.001, 0.01]}}])
-    todo = compare.plan(changed, out)[0]
+    todo = compare_runs.plan(changed, out)[0]
     assert {s.name for s in todo} == {"SRGNN"} and len(todo) == 6
-    assert len(compare.plan(experiment(settings={"epochs": 2}), out)[0]) == 12
-    assert [s.name for s in compare.plan(changed, out, only=["GRU4Rec"])[0]] == []
+    assert len(compare_runs.plan(experiment(settings={"epochs": 2}), out)[0]) == 12
+    assert [s.name for s in compare_runs.plan(changed, out, only=["GRU4Rec"])[0]] == []
     # naming the schedule every earlier run used implicitly keeps those runs; another reruns them
-    assert compare.plan(experiment(settings={"epochs": 1, "lr_scheduler": "step"}), out)[0] == []
-    assert len(compare.plan(experiment(settings={"epochs": 1, "lr_scheduler": "plateau"}), out)[0]) == 12
+    assert compare_runs.plan(experiment(settings={"epochs": 1, "lr_scheduler": "step"}), out)[0] == []
+    assert len(compare_runs.plan(experiment(settings={"epochs": 1, "lr_scheduler": "plateau"}), out)[0]) == 12
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,7 +595,7 @@ def test_shipped_configs_are_valid_commented_and_fair():
                                        "retailrocket-cotrec.yaml"}
     key_line = re.compile(r"^\s*(-\s+)?[A-Za-z_][\w.-]*\s*:")
     for path in files:
-        exp = compare.load_experiment(path)
+        exp = compare_config.load_experiment(path)
         assert exp.name == path.stem
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if key_line.match(line):
@@ -653,6 +654,6 @@ def test_report_warns_when_the_best_epoch_is_the_epoch_cap(tmp_path):
         run = json.loads(path.read_text())
         run.update(best_epoch=best, config={"epochs": 3})
         path.write_text(json.dumps(run))
-    paths, _ = report.write_report(exp, out, command="x")
+    paths, _ = compare_report.write_report(exp, out, command="x")
     assert ("1 of 1 reported runs had their best validation score in the last allowed epoch"
             in paths["report"].read_text())

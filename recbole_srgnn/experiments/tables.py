@@ -43,3 +43,8 @@ def p_text(value: float | None) -> str:
         return "n/a"
     text = f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
     return f"**{text}**" if value < ALPHA else text
+
+
+def duration_text(seconds: float) -> str:
+    """``12.3 s`` below 90 seconds, else ``4.5 min``."""
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
