@@ -17,6 +17,7 @@ import yaml
 from tiny_data import write_tiny_benchmark
 
 from benchmarks import fusion
+from recbole_srgnn.experiments import fusion_ensemble, fusion_plan, fusion_seed
 from recbole_srgnn import pipeline
 from recbole_srgnn.model import SRGNN
 from recbole_srgnn.model.rules import RuleScorer, SequenceRules
@@ -147,7 +148,7 @@ def test_runner_chooses_alpha_on_validation_and_reports(fused_run):
         # alpha 0 on the reloaded checkpoint = what training measured at its best epoch
         assert record["sweep"][0]["valid"][metric] == pytest.approx(record["best_valid_result"][metric])
         assert 0 < record["epochs_trained"] <= 2
-        assert set(record["test_fused"]) >= set(fusion.METRICS)
+        assert set(record["test_fused"]) >= set(fusion_plan.METRICS)
         if record["chosen_alpha"] == 0:
             assert record["test_fused"] == record["test_plain"]
     # the tiny walk k -> k+1 is exactly what the rules know: fusing them must help on validation
@@ -173,7 +174,7 @@ def test_finished_seeds_are_not_redone_and_partial_is_marked(fused_run, tmp_path
         (out / "runs" / name).write_text((fused_run["out"] / "runs" / name).read_text())
     trained = []
     finished = json.loads((fused_run["out"] / "runs" / "seed1.json").read_text())
-    monkeypatch.setattr(fusion, "run_seed",
+    monkeypatch.setattr(fusion_seed, "run_seed",
                lambda plan, seed, scratch, **kw: trained.append(seed) or {**finished, "seed": seed})
     rc, out_text, _ = call(["--config", fused_run["config"], "--output", out])
     assert rc == 0 and trained == [] and "2 finished, 0 to run" in out_text
@@ -194,10 +195,10 @@ def test_a_seed_another_process_holds_is_left_to_it(fused_run, tmp_path, monkeyp
     (out / "runs").mkdir(parents=True)
     finished = json.loads((fused_run["out"] / "runs" / "seed1.json").read_text())
     trained = []
-    monkeypatch.setattr(fusion, "run_seed",
+    monkeypatch.setattr(fusion_seed, "run_seed",
                lambda plan, seed, scratch, **kw: trained.append(seed) or {**finished, "seed": seed})
-    expected = fusion.settings_hash(fusion.load_plan(fused_run["config"]))
-    with claimed(fusion.partial_path(out, 2, expected)) as mine:  # another process trains seed 2
+    expected = fusion_plan.settings_hash(fusion_plan.load_plan(fused_run["config"]))
+    with claimed(fusion_plan.partial_path(out, 2, expected)) as mine:  # another process trains seed 2
         assert mine
         rc, text, err = call(["--config", fused_run["config"], "--output", out])
         assert rc == 0, err
@@ -232,7 +233,7 @@ def test_unknown_seed_and_missing_config_are_one_line(tmp_path):
 
 def test_shipped_fusion_config_is_valid_and_commented():
     path = REPO / "benchmarks" / "configs" / "fusion" / "cotrec.yaml"
-    plan = fusion.load_plan(path)
+    plan = fusion_plan.load_plan(path)
     assert plan.dataset == "retailrocket-cotrec" and len(plan.seeds) >= 3
     for files in plan.references.values():
         assert all((REPO / f).is_file() for f in files)
@@ -244,7 +245,7 @@ def test_shipped_fusion_config_is_valid_and_commented():
 
 def test_a_model_trained_before_with_run_py_is_reused_not_retrained(fused_run, tmp_path, monkeypatch):
     config = write_config(tmp_path, fused_run["root"], seeds=[1, 2, 3])
-    plan = fusion.load_plan(config)
+    plan = fusion_plan.load_plan(config)
     settings = {**plan.settings, "seed": 3, "checkpoint_dir": str(tmp_path / "saved")}
     before = pipeline.run("SRGNN", "tiny", config_dict=settings, quiet=True,
                           result_file=tmp_path / "seed3-run.json")
@@ -323,7 +324,7 @@ def test_refit_trains_finished_seeds_again_on_train_and_valid(fused_run, tmp_pat
         (out / "runs" / name).write_text((fused_run["out"] / "runs" / name).read_text())
     before = records(out)
     config = write_config(tmp_path, fused_run["root"], refit=True)
-    monkeypatch.setattr(fusion, "run_seed", lambda *a, **k: pytest.fail("trained from scratch"))
+    monkeypatch.setattr(fusion_seed, "run_seed", lambda *a, **k: pytest.fail("trained from scratch"))
     real_run = pipeline.run
     runs = []
 
@@ -345,7 +346,7 @@ def test_refit_trains_finished_seeds_again_on_train_and_valid(fused_run, tmp_pat
         data = before[seed]["data"]
         assert refit["train_cases"] == data["train_cases"] + data["valid_cases"]
         assert refit["epochs"] == before[seed]["best_epoch"] + 1
-        assert set(refit["test_fused"]) >= set(fusion.METRICS)
+        assert set(refit["test_fused"]) >= set(fusion_plan.METRICS)
         assert refit["test_plain"] != before[seed]["test_plain"]  # another model was tested
         if before[seed]["chosen_alpha"]:
             assert refit["test_fused"] != refit["test_plain"]
@@ -370,7 +371,7 @@ def test_refit_must_be_a_boolean(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Ensemble of the seeds' models (benchmarks/ensemble.py)
+# Ensemble of the seeds' models (recbole_srgnn/experiments/fusion_ensemble.py)
 # ---------------------------------------------------------------------------------------------
 def test_seed_ensemble_scores_are_mean_probabilities_plus_weighted_rules(tiny):
     from recbole_srgnn.model.ensemble import SeedEnsemble
@@ -413,19 +414,17 @@ def ensembled(fused_run, tmp_path_factory):
 
 
 def test_ensemble_of_the_seeds_models_is_chosen_on_validation_and_reported(ensembled):
-    from benchmarks import ensemble
-
     assert ensembled["rc"] == 0, ensembled["stderr"]
     out = ensembled["out"]
     found = records(out)
-    expected = fusion.settings_hash(fusion.load_plan(ensembled["config"]))
+    expected = fusion_plan.settings_hash(fusion_plan.load_plan(ensembled["config"]))
     for seed in (1, 2):  # every recorded model is kept, and the record does not name the file
-        assert fusion.model_path(out, seed, expected).is_file()
-        assert fusion.model_path(out, seed, expected, refit=True).is_file()
+        assert fusion_plan.model_path(out, seed, expected).is_file()
+        assert fusion_plan.model_path(out, seed, expected, refit=True).is_file()
         assert "_checkpoint" not in found[seed] and "_checkpoint" not in found[seed]["refit"]
     result = json.loads((out / "ensemble.json").read_text())
     assert result["seeds"] == [1, 2]
-    assert len(result["member_checks"]) == 4 and all(c["max_diff"] <= ensemble.TOLERANCE
+    assert len(result["member_checks"]) == 4 and all(c["max_diff"] <= fusion_ensemble.TOLERANCE
                                                      for c in result["member_checks"])
     boosts = sorted({r["chosen_repeat_boost"] for r in found.values()})
     assert result["repeat_boosts"] == boosts
@@ -436,7 +435,7 @@ def test_ensemble_of_the_seeds_models_is_chosen_on_validation_and_reported(ensem
     assert (result["chosen_alpha"], result["chosen_repeat_boost"]) == (best["alpha"], best["repeat_boost"])
     # the ensemble is another ranking than either seed's model
     assert result["test_plain"] not in [r["test_plain"] for r in found.values()]
-    assert set(result["refit"]["test_fused"]) >= set(fusion.METRICS)
+    assert set(result["refit"]["test_fused"]) >= set(fusion_plan.METRICS)
     assert "ensemble of seeds 1, 2" in ensembled["stdout"]
     assert "reproduces its record" in ensembled["stdout"]
     report = (out / "report.md").read_text()
@@ -455,17 +454,15 @@ def test_ensemble_of_the_seeds_models_is_chosen_on_validation_and_reported(ensem
 
 
 def test_ensemble_is_not_redone_and_a_lost_model_is_retrained_to_its_record(ensembled, monkeypatch):
-    from benchmarks import ensemble
-
     out, config = ensembled["out"], ensembled["config"]
-    expected = fusion.settings_hash(fusion.load_plan(config))
-    monkeypatch.setattr(ensemble, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    expected = fusion_plan.settings_hash(fusion_plan.load_plan(config))
+    monkeypatch.setattr(fusion_ensemble, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
     rc, text, err = call(["--config", config, "--output", out])
     assert rc == 0, err
     monkeypatch.undo()
     before = json.loads((out / "ensemble.json").read_text())
     # lose seed 2's trained model and the result: it is trained again, same seed, and must match
-    fusion.model_path(out, 2, expected).unlink()
+    fusion_plan.model_path(out, 2, expected).unlink()
     (out / "ensemble.json").unlink()
     threads, real_run = [], pipeline.run
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: threads.append(torch.get_num_threads())
@@ -480,23 +477,21 @@ def test_ensemble_is_not_redone_and_a_lost_model_is_retrained_to_its_record(ense
     assert "seed 2's trained model was not kept; training it again" in text
     assert threads == [1]  # the config's torch threads, as in the seed's own training
     after = json.loads((out / "ensemble.json").read_text())
-    assert after["test_fused"] == pytest.approx(before["test_fused"], abs=ensemble.TOLERANCE)
+    assert after["test_fused"] == pytest.approx(before["test_fused"], abs=fusion_ensemble.TOLERANCE)
     assert not (out / "partial").exists(), list((out / "partial").rglob("*"))
 
 
 def test_a_model_file_that_is_not_the_recorded_model_is_refused(ensembled, tmp_path):
-    from benchmarks import ensemble
-
     out = tmp_path / "out"
     shutil.copytree(ensembled["out"], out)
     config = ensembled["config"]
-    expected = fusion.settings_hash(fusion.load_plan(config))
-    seed1, seed2 = fusion.model_path(out, 1, expected), fusion.model_path(out, 2, expected)
+    expected = fusion_plan.settings_hash(fusion_plan.load_plan(config))
+    seed1, seed2 = fusion_plan.model_path(out, 1, expected), fusion_plan.model_path(out, 2, expected)
     # a file of another seed given for seed 2: its settings say so, in one line
     rc, _, err = call(["--config", config, "--output", out, "--model-file", f"2={seed1}"])
     assert rc == 2 and "trained with seed=1" in err and err.count("\n") == 1
     rc, _, err = call(["--config", config, "--output", out, "--model-file",
-                       f"2={fusion.model_path(out, 2, expected, refit=True)}"])
+                       f"2={fusion_plan.model_path(out, 2, expected, refit=True)}"])
     assert rc == 2 and "is a refit" in err
     # the right settings but other weights (seed 1's, stored as seed 2's): the members' check stops it
     shutil.copyfile(seed1, seed2)
@@ -504,7 +499,7 @@ def test_a_model_file_that_is_not_the_recorded_model_is_refused(ensembled, tmp_p
     rc, _, err = call(["--config", config, "--output", out])
     assert rc == 2 and "model file of seed 2 does not reproduce its record" in err
     assert not (out / "ensemble.json").exists()  # nothing half-written
-    assert ensemble.read(out, expected, fusion.load_plan(config)) is None
+    assert fusion_ensemble.read(out, expected, fusion_plan.load_plan(config)) is None
 
 
 def test_ensemble_options_are_checked(tmp_path):
@@ -523,10 +518,10 @@ def ensemble_without(ensembled, tmp_path: Path, *lost: tuple[int, bool]) -> tupl
     out = tmp_path / "out"
     shutil.copytree(ensembled["out"], out)
     config = ensembled["config"]
-    expected = fusion.settings_hash(fusion.load_plan(config))
+    expected = fusion_plan.settings_hash(fusion_plan.load_plan(config))
     (out / "ensemble.json").unlink()
     for seed, refit in lost:
-        fusion.model_path(out, seed, expected, refit=refit).unlink()
+        fusion_plan.model_path(out, seed, expected, refit=refit).unlink()
     return out, config, expected
 
 
@@ -534,14 +529,14 @@ def test_ensemble_builds_only_the_models_of_the_seeds_it_runs(ensembled, tmp_pat
     """--seeds 1 rebuilds seed 1's lost model and waits for seed 2's; --seeds 2 then finishes."""
     out, config, expected = ensemble_without(ensembled, tmp_path, (1, True), (2, False))
     trained = []
-    real_train, real_refit = fusion.train_seed, fusion.refit_seed
+    real_train, real_refit = fusion_seed.train_seed, fusion_seed.refit_seed
     def counted_train(plan, seed, *args, **kwargs):
         if not kwargs.get("refit_epochs"):  # refits are counted below
             trained.append((seed, "trained"))
         return real_train(plan, seed, *args, **kwargs)
 
-    monkeypatch.setattr(fusion, "train_seed", counted_train)
-    monkeypatch.setattr(fusion, "refit_seed", lambda plan, record, *a, **k: trained.append(
+    monkeypatch.setattr(fusion_seed, "train_seed", counted_train)
+    monkeypatch.setattr(fusion_seed, "refit_seed", lambda plan, record, *a, **k: trained.append(
         (record["seed"], "refit")) or real_refit(plan, record, *a, **k))
     rc, text, err = call(["--config", config, "--output", out, "--seeds", "1"])
     assert rc == 0, err
@@ -563,7 +558,7 @@ def test_two_processes_rebuild_one_seeds_two_models_side_by_side(ensembled, tmp_
         assert rc == 0, err
         assert "seed 2's trained model: another process runs it" in text
         assert "seed 2's refit model was not kept; training it again" in text
-        assert fusion.model_path(out, 2, expected, refit=True).is_file()
+        assert fusion_plan.model_path(out, 2, expected, refit=True).is_file()
         assert "waits for the model files of seed(s) 2" in text and not (out / "ensemble.json").exists()
     work = out / "partial" / f"ensemble-{expected}"
     with claimed(work) as mine:  # the other process, its model done, evaluates the ensemble

@@ -14,7 +14,7 @@ probabilities plus ``alpha`` times the sequence rules. Protocol, as for one seed
 3. with refits, the ensemble of the refit models (rules counted on training + validation cases)
    is tested at the same point: nothing is chosen on it.
 
-The result is ``<out>/ensemble.json``; ``benchmarks.fusion`` adds it to the report. A seed whose
+The result is ``<out>/ensemble.json``; ``fusion_report`` adds it to the report. A seed whose
 model file was not kept is trained again (same settings and seed, resumable in ``partial/``).
 """
 
@@ -30,11 +30,19 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.experiments.tables import md_table
+from recbole_srgnn.experiments import fusion_seed
+from recbole_srgnn.experiments.fusion_plan import (
+    EVAL_ONLY,
+    METRICS,
+    FusionPlan,
+    model_path,
+    needs_refit,
+    point_text,
+    read_seed,
+    refit_path,
+    seed_path,
+)
 from recbole_srgnn.files import atomic_outputs, claimed
-from recbole_srgnn.run_identity import EVAL_ONLY
-
-from . import fusion
 
 FORMAT = "ensemble-1"
 TOLERANCE = 1e-3  # a member's metrics may differ this much from its record (float noise only)
@@ -44,7 +52,7 @@ def result_path(out: Path) -> Path:
     return out / "ensemble.json"
 
 
-def read(out: Path, expected: str, plan: fusion.FusionPlan) -> dict | None:
+def read(out: Path, expected: str, plan: FusionPlan) -> dict | None:
     """The stored ensemble result if it belongs to these records and is complete."""
     try:
         result = json.loads(result_path(out).read_text())
@@ -57,47 +65,47 @@ def read(out: Path, expected: str, plan: fusion.FusionPlan) -> dict | None:
     return result
 
 
-def _records(plan: fusion.FusionPlan, out: Path, expected: str) -> dict[int, dict] | None:
-    records = {s: fusion.read_seed(fusion.seed_path(out, s), expected) for s in plan.seeds}
-    if any(r is None or fusion.needs_refit(plan, r) for r in records.values()):
+def _records(plan: FusionPlan, out: Path, expected: str) -> dict[int, dict] | None:
+    records = {s: read_seed(seed_path(out, s), expected) for s in plan.seeds}
+    if any(r is None or needs_refit(plan, r) for r in records.values()):
         return None
     return records
 
 
-def missing_models(plan: fusion.FusionPlan, out: Path, expected: str) -> list[tuple[int, bool]]:
+def missing_models(plan: FusionPlan, out: Path, expected: str) -> list[tuple[int, bool]]:
     """(seed, refit) of the members whose model file is not in ``<out>/models/``."""
     return [(seed, refit) for seed in plan.seeds for refit in ([False, True] if plan.refit else [False])
-            if not fusion.model_path(out, seed, expected, refit).is_file()]
+            if not model_path(out, seed, expected, refit).is_file()]
 
 
-def ensure_models(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
+def ensure_models(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
                   adopted: Mapping[tuple[int, bool], Path], seeds: Sequence[int], say=print) -> None:
     """Put the members' model files in place: adopted files first, then retrain what is missing
     for ``seeds`` (the seeds this process runs; other processes may build the others)."""
     for (seed, refit), source in adopted.items():
-        fusion.keep_model(source, fusion.model_path(out, seed, expected, refit))
+        fusion_seed.keep_model(source, model_path(out, seed, expected, refit))
     for seed in seeds:
         for refit in ([False, True] if plan.refit else [False]):
-            target = fusion.model_path(out, seed, expected, refit)
+            target = model_path(out, seed, expected, refit)
             if target.is_file():
                 continue
             what = "refit" if refit else "trained"
-            scratch = (fusion.refit_path(out, seed, expected) if refit
+            scratch = (refit_path(out, seed, expected) if refit
                        else out / "partial" / f"seed{seed}-{expected}-model")
             with claimed(scratch) as mine:  # another process may rebuild the same file
                 if not mine:
-                    fusion.say_held(say, f"ensemble: seed {seed}'s {what} model", scratch)
+                    fusion_seed.say_held(say, f"ensemble: seed {seed}'s {what} model", scratch)
                     continue
                 if target.is_file():
                     continue  # kept by another process meanwhile
                 say(f"ensemble: seed {seed}'s {what} model was not kept; training it again "
                     "(same settings and seed)", flush=True)
                 if refit:
-                    source = fusion.refit_seed(plan, records[seed], scratch,
+                    source = fusion_seed.refit_seed(plan, records[seed], scratch,
                                                progress=say is print)["_checkpoint"]
                 else:
-                    source = fusion.train_seed(plan, seed, scratch, say)["checkpoint"]
-                fusion.keep_model(source, target)
+                    source = fusion_seed.train_seed(plan, seed, scratch, say)["checkpoint"]
+                fusion_seed.keep_model(source, target)
                 shutil.rmtree(scratch, ignore_errors=True)
             with contextlib.suppress(OSError):
                 scratch.parent.rmdir()  # partial/, when nothing else is in progress
@@ -115,14 +123,14 @@ def _member(base, path: Path):
 
 
 def _check(seed: int, what: str, got: Mapping, recorded: Mapping) -> float:
-    diff = max(abs(got[m] - recorded[m]) for m in fusion.METRICS if m in recorded)
+    diff = max(abs(got[m] - recorded[m]) for m in METRICS if m in recorded)
     if diff > TOLERANCE:
         raise InputError(f"ensemble: the {what} model file of seed {seed} does not reproduce its "
                          f"record (metrics differ by up to {diff:.4f}); delete it to train it again")
     return diff
 
 
-def evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
+def evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
              say=print) -> dict:
     """Check the members, choose alpha on validation, test (and test the refit ensemble)."""
     # the trainer makes its checkpoint folder; nothing is saved there, so a throw-away one
@@ -133,7 +141,7 @@ def evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
+def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
               say, scratch: str) -> dict:
     import torch
 
@@ -150,19 +158,19 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
     t0 = time.perf_counter()
 
     def load(refit: bool):
-        loaded = pipeline.load_trained(fusion.model_path(out, seeds[0], expected, refit),
+        loaded = pipeline.load_trained(model_path(out, seeds[0], expected, refit),
                                        {**evaluation, "rule_fusion": max(plan.alphas),
                                         "checkpoint_dir": scratch, "threads": plan.threads},
                                        quiet=True)
         base = loaded.trainer.model
         rules, base.rules = base.rules, None
-        members = [base] + [_member(base, fusion.model_path(out, s, expected, refit))
+        members = [base] + [_member(base, model_path(out, s, expected, refit))
                             for s in seeds[1:]]
         return loaded, members, rules
 
     def measure(loaded, ranker, data) -> dict:
         with evaluating(loaded.trainer, ranker):
-            return fusion._metrics(loaded.trainer.evaluate(data, load_best_model=False))
+            return fusion_seed.metrics_of(loaded.trainer.evaluate(data, load_best_model=False))
 
     checks = []
     loaded, members, rules = load(refit=False)
@@ -184,7 +192,7 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
     for alpha, boost in [(0.0, None)] + [(a, b) for b in boosts for a in plan.alphas]:
         valid = at(loaded, ranker, rules, alpha, boost, loaded.valid_data)
         sweep.append({"alpha": alpha, "repeat_boost": boost, "valid": valid})
-        say(f"ensemble: {fusion._point(alpha, boost)}: valid {metric} {valid[metric]:.4f}", flush=True)
+        say(f"ensemble: {point_text(alpha, boost)}: valid {metric} {valid[metric]:.4f}", flush=True)
     best = max(sweep, key=lambda row: row["valid"][metric])
     chosen = (best["alpha"], best["repeat_boost"])
 
@@ -193,7 +201,7 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
         return plain, (plain if not best["alpha"] else at(loaded, ranker, rules, *chosen, loaded.test_data))
 
     test_plain, test_fused = plain_and_fused(loaded, ranker, rules)
-    say(f"ensemble: chose {fusion._point(best['alpha'], best['repeat_boost'])} on validation; "
+    say(f"ensemble: chose {point_text(best['alpha'], best['repeat_boost'])} on validation; "
         f"test {metric} {test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
     result = {
         "format": FORMAT, "settings_hash": expected, "seeds": seeds, "valid_metric": metric,
@@ -217,7 +225,7 @@ def _evaluate(plan: fusion.FusionPlan, out: Path, expected: str, records: Mappin
     return result
 
 
-def run(plan: fusion.FusionPlan, out: Path, expected: str,
+def run(plan: FusionPlan, out: Path, expected: str,
         adopted: Mapping[tuple[int, bool], Path], *, seeds: Sequence[int] | None = None,
         progress: bool = True) -> dict | None:
     """Do the ensemble step if every seed is recorded and it is not done yet; returns its result.
@@ -247,7 +255,7 @@ def run(plan: fusion.FusionPlan, out: Path, expected: str,
     work = out / "partial" / f"ensemble-{expected}"  # claimed while evaluated (nothing in it)
     with claimed(work) as mine:
         if not mine:
-            fusion.say_held(say, "ensemble: evaluation", work)
+            fusion_seed.say_held(say, "ensemble: evaluation", work)
             return None
         done = read(out, expected, plan)
         if done is not None and not adopted:
@@ -262,80 +270,3 @@ def run(plan: fusion.FusionPlan, out: Path, expected: str,
     return result
 
 
-# ---------------------------------------------------------------------------------------------
-# Report parts (used by benchmarks.fusion.render)
-# ---------------------------------------------------------------------------------------------
-def table_rows(result: Mapping) -> list[list[str]]:
-    """Rows for the fusion report's test table."""
-    n = f"{len(result['seeds'])} (one ensemble)"
-    rows = [("ensemble of the seeds' models, alone", result["test_plain"]),
-            ("ensemble + rules (alpha chosen on validation)", result["test_fused"])]
-    if result.get("refit"):
-        rows += [("ensemble of the refits, alone", result["refit"]["test_plain"]),
-                 ("ensemble of the refits + rules (same alpha)", result["refit"]["test_fused"])]
-    table = []
-    for name, test in rows:
-        cells = fusion._row(name, [test])
-        cells[1] = n
-        table.append(cells)
-    return table
-
-
-def sampling_line(result: Mapping, test_cases: int | None) -> str | None:
-    """The test split's sampling error of the best ensemble's Hit@10 (a proportion of test cases)."""
-    if not test_cases:
-        return None
-    from recbole_srgnn.experiments.stats import wilson_interval
-
-    name, best = (("refit ensemble + rules", result["refit"]["test_fused"]) if result.get("refit")
-                  else ("ensemble + rules", result["test_fused"]))
-    low, high = wilson_interval(best["hit@10"], test_cases)
-    return (f"Sampling error of the test split: Hit@10 of the {name}, {best['hit@10']:.4f}, is a "
-            f"proportion of {test_cases} test cases; its 95 % Wilson interval is "
-            f"[{low:.4f}, {high:.4f}]. A fixed target inside it is neither met nor missed beyond "
-            "doubt by this test split.")
-
-
-def report_lines(result: Mapping, test_cases: int | None = None) -> list[str]:
-    metric = result["valid_metric"]
-    checks = ", ".join(f"seed {c['seed']} {c['model']} ({c['split']}, {c['max_diff']:.1e})"
-                       for c in result["member_checks"])
-    lines = ["## Ensemble of the seeds' models", "",
-             f"The seeds' models rank together: the mean of their softmax probabilities plus alpha × "
-             f"the rules. Alpha is chosen on the **validation** split (best {fusion.label(metric)}) "
-             f"at the repeat boost(s) the seeds chose ({', '.join('–' if b is None else f'{b:g}' for b in result['repeat_boosts'])}); "
-             f"chosen: {fusion._point(result['chosen_alpha'], result['chosen_repeat_boost'])}. "
-             + ("The refit models' ensemble is tested at the same point. " if result.get("refit") else "")
-             + "Every member first reproduced its own record (largest metric difference): "
-             f"{checks}.", ""]
-    lines += md_table(
-        ["alpha", "repeat boost", f"valid {fusion.label(metric)}", "valid Hit@10", "chosen"],
-        [[f"{s['alpha']:g}", "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
-          f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",
-          "yes" if (s["alpha"], s.get("repeat_boost")) == (result["chosen_alpha"], result["chosen_repeat_boost"]) else ""]
-         for s in result["sweep"]])
-    sampling = sampling_line(result, test_cases)
-    return lines + (["", sampling] if sampling else [])
-
-
-def csv_rows(result: Mapping) -> list[dict]:
-    rows = []
-    chosen = (result["chosen_alpha"], result["chosen_repeat_boost"])
-    for s in result["sweep"]:
-        row = {"seed": "ensemble", "alpha": s["alpha"], "repeat_boost": s.get("repeat_boost"),
-               "split": "valid", "chosen": (s["alpha"], s.get("repeat_boost")) == chosen}
-        row.update({m: s["valid"].get(m) for m in fusion.METRICS})
-        rows.append(row)
-    tests: list[tuple[str, Sequence, Mapping]] = [("test", (0.0, None), result["test_plain"])]
-    if result["chosen_alpha"]:
-        tests.append(("test", chosen, result["test_fused"]))
-    if result.get("refit"):
-        tests.append(("test-refit", (0.0, None), result["refit"]["test_plain"]))
-        if result["chosen_alpha"]:
-            tests.append(("test-refit", chosen, result["refit"]["test_fused"]))
-    for split, (alpha, boost), test in tests:
-        row = {"seed": "ensemble", "alpha": alpha, "repeat_boost": boost, "split": split,
-               "chosen": alpha == result["chosen_alpha"]}
-        row.update({m: test.get(m) for m in fusion.METRICS})
-        rows.append(row)
-    return rows
