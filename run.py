@@ -7,7 +7,7 @@
 
 Every other ``--key=value`` is a RecBole/plugin option, parsed like RecBole parses command-line
 values (numbers, lists, dicts, true/false; anything else stays text), and overrides the config
-layers (properties/overall.yaml < properties/model/<Model>.yaml < properties/dataset/<dataset>.yaml
+layers (recbole_srgnn/properties/overall.yaml < recbole_srgnn/properties/model/<Model>.yaml < recbole_srgnn/properties/dataset/<dataset>.yaml
 < --config_files < command line).
 """
 

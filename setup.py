@@ -8,6 +8,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["recbole_srgnn", "recbole_srgnn.*"]),
+    # the config layers (overall, model/, dataset/) and the search spaces (tune/)
+    package_data={"recbole_srgnn": ["properties/*.yaml", "properties/*/*.yaml"]},
     install_requires=[
         "torch>=2.2",
         "recbole==1.2.1",

@@ -9,8 +9,8 @@ Public API (used by ``run.py``, the Ray Tune module and the comparison runner)::
     evaluate_checkpoint(checkpoint, config_dict=None, *, result_file=None) -> dict
     run_distributed(model, dataset, ..., nproc=..., world_size=..., ...) -> dict | None
 
-Configuration layers, lowest priority first: ``properties/overall.yaml`` <
-``properties/model/<Model>.yaml`` < ``properties/dataset/<dataset>.yaml`` < ``config_files`` (in
+Configuration layers, lowest priority first: ``recbole_srgnn/properties/overall.yaml`` <
+``recbole_srgnn/properties/model/<Model>.yaml`` < ``recbole_srgnn/properties/dataset/<dataset>.yaml`` < ``config_files`` (in
 order) < ``config_dict``. All of them sit above RecBole's own defaults. Keys merge at the top level
 (a nested dict such as ``eval_args`` is replaced as a whole), as RecBole merges its inputs. String
 values in ``config_dict`` are parsed once, like RecBole parses command-line values; ``sys.argv`` is
@@ -53,8 +53,7 @@ from recbole_srgnn.trainer import (
     plain_config,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PROPERTIES_DIR = REPO_ROOT / "properties"
+PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"  # package data (setup.py)
 BUILTIN_SRGNN = "RecBoleSRGNN"  # RecBole's own (dense, CPU-graph) SR-GNN: our speed baseline
 
 logger = logging.getLogger(__name__)

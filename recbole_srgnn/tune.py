@@ -10,18 +10,18 @@ metrics. After the search, the best trial (best validation score over its epochs
 on its best checkpoint, and that test result is reported.
 
     python -m recbole_srgnn.tune --model=SRGNN --dataset=retailrocket-cotrec \\
-        --space=properties/tune/SRGNN.yaml --num_samples=12 --max_epochs=10 \\
+        --space=recbole_srgnn/properties/tune/SRGNN.yaml --num_samples=12 --max_epochs=10 \\
         --output=ray_results/srgnn-cotrec
 
-    python -m recbole_srgnn.tune --model=GRU4Rec --space=properties/tune/GRU4Rec.yaml --output=...
-    python -m recbole_srgnn.tune --model=NARM --space=properties/tune/NARM.yaml --output=...
+    python -m recbole_srgnn.tune --model=GRU4Rec --space=recbole_srgnn/properties/tune/GRU4Rec.yaml --output=...
+    python -m recbole_srgnn.tune --model=NARM --space=recbole_srgnn/properties/tune/NARM.yaml --output=...
 
 Options (defaults in brackets):
 
 - `--model` [SRGNN], `--dataset` [retailrocket-synthetic], `--config_files` ["a.yaml b.yaml"]:
   as for `run.py`. Every other `--key=value` (e.g. `--data_path=...`, `--valid_metric=Hit@10`,
   `--eval_batch_size=2048`) is a RecBole option given to every trial.
-- `--space` [properties/tune/<model>.yaml]: the search space file (below).
+- `--space` [recbole_srgnn/properties/tune/<model>.yaml]: the search space file (below).
 - `--num_samples` [10]: trials to sample; `--max_epochs` [the config's `epochs`]: the epoch budget
   of each trial (RecBole's early stopping, `stopping_step`, still applies).
 - `--scheduler asha|fifo` [asha]: ASHA stops trials whose validation score is in the worse part
@@ -43,7 +43,7 @@ Options (defaults in brackets):
 - `--keep_checkpoints best|all` [best]: after the search, delete every trial's checkpoint but the
   best one's.
 
-Space files (`properties/tune/SRGNN.yaml`, `GRU4Rec.yaml`, `NARM.yaml`) map option names to
+Space files (`recbole_srgnn/properties/tune/SRGNN.yaml`, `GRU4Rec.yaml`, `NARM.yaml`) map option names to
 entries; every entry has a `type` and exactly that type's fields:
 
     learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-2}   # log-uniform float
@@ -101,8 +101,7 @@ from recbole_srgnn.experiments.json_safe import finite_or_none
 from recbole_srgnn.experiments.options import split_options
 from recbole_srgnn.tune_space import RESERVED, Space, load_space, parse_space
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SPACE_DIR = REPO_ROOT / "properties" / "tune"
+SPACE_DIR = Path(__file__).resolve().parent / "properties" / "tune"  # package data (setup.py)
 SETTINGS_FILE = "tune_settings.json"
 EXPERIMENT = "experiment"
 ERROR_LINE_FILE = "error_line.txt"
@@ -144,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", "-d", default=None,
                         help=f"dataset name (default {d['dataset']})")
     parser.add_argument("--space", default=None,
-                        help="search space YAML (default properties/tune/<model>.yaml)")
+                        help="search space YAML (default recbole_srgnn/properties/tune/<model>.yaml)")
     parser.add_argument("--config_files", default=None,
                         help='extra YAML config files for every trial, space-separated')
     parser.add_argument("--output", "-o", default=None, help="output folder DIR (required)")

@@ -14,7 +14,7 @@ from recbole_srgnn.data.registry import DATASETS, OPTION_NAMES, prepare_dataset
 from recbole_srgnn.data.synthetic import DEFAULT_N_EVENTS, write_events_csv
 from recbole_srgnn.errors import InputError
 
-PROPERTIES = Path(__file__).resolve().parents[1] / "properties" / "dataset"
+PROPERTIES = Path(__file__).resolve().parents[1] / "recbole_srgnn" / "properties" / "dataset"
 RECBOLE_KEYS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD", "load_col", "benchmark_filename",
                 "alias_of_item_id", "MAX_ITEM_LIST_LENGTH")
 

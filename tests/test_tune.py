@@ -53,7 +53,7 @@ def _read_csv(path: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["SRGNN", "GRU4Rec", "NARM"])
 def test_shipped_space_files_are_valid_and_commented(model):
-    path = REPO / "properties" / "tune" / f"{model}.yaml"
+    path = REPO / "recbole_srgnn" / "properties" / "tune" / f"{model}.yaml"
     space = load_space(path)
     assert space.sampled
     assert "learning_rate" in space.keys and "weight_decay" in space.keys
@@ -67,7 +67,7 @@ def test_shipped_space_files_are_valid_and_commented(model):
 
 
 def test_srgnn_space_covers_the_models_options():
-    space = load_space(REPO / "properties" / "tune" / "SRGNN.yaml")
+    space = load_space(REPO / "recbole_srgnn" / "properties" / "tune" / "SRGNN.yaml")
     expected = {"embedding_size", "step", "readout", "embedding_dropout", "hidden_dropout",
                 "learning_rate", "weight_decay", "lr_decay_step", "lr_decay_rate",
                 "train_batch_size"}
@@ -75,7 +75,7 @@ def test_srgnn_space_covers_the_models_options():
 
 
 def test_list_valued_option_is_assembled():
-    space = load_space(REPO / "properties" / "tune" / "NARM.yaml")
+    space = load_space(REPO / "recbole_srgnn" / "properties" / "tune" / "NARM.yaml")
     names = [p.name for p in space.sampled]
     assert "dropout_probs[0]" in names and "dropout_probs[1]" in names
     sampled = {p.name: (p.low if p.low is not None else p.values[-1]) for p in space.sampled}
@@ -173,7 +173,7 @@ def test_cli_option_errors(argv, expected, tmp_path, capsys):
 
 
 def test_output_is_required(capsys):
-    assert tune.main(["--space=properties/tune/SRGNN.yaml"]) == 2
+    assert tune.main(["--space=recbole_srgnn/properties/tune/SRGNN.yaml"]) == 2
     assert "--output" in _one_error_line(capsys)
 
 
@@ -186,7 +186,7 @@ def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
-    rc = tune.main(["--space=properties/tune/SRGNN.yaml", "--search=optuna",
+    rc = tune.main(["--space=recbole_srgnn/properties/tune/SRGNN.yaml", "--search=optuna",
                     f"--output={tmp_path / 'out'}"])
     assert rc == 2
     line = _one_error_line(capsys)
@@ -244,7 +244,7 @@ def test_optuna_accepts_the_shipped_spaces():
     from ray.tune.search.optuna import OptunaSearch
 
     for model in ("SRGNN", "GRU4Rec", "NARM"):
-        space = load_space(REPO / "properties" / "tune" / f"{model}.yaml")
+        space = load_space(REPO / "recbole_srgnn" / "properties" / "tune" / f"{model}.yaml")
         space.check_search("optuna")
         searcher = tune._search_alg({"search": "optuna", "seed": 0})
         assert isinstance(searcher, OptunaSearch)
@@ -452,7 +452,7 @@ def test_report_has_best_config_test_metrics_and_overhead(search):
 
 def test_second_search_in_the_same_output_is_refused(search, capsys):
     _, out = search
-    assert tune.main([f"--output={out}", "--space=properties/tune/SRGNN.yaml"]) == 2
+    assert tune.main([f"--output={out}", "--space=recbole_srgnn/properties/tune/SRGNN.yaml"]) == 2
     assert "--resume" in _one_error_line(capsys)
 
 

@@ -121,7 +121,7 @@ class SequenceRules(SequentialRecommender):
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
         steps, boost = config["rule_steps"], config["repeat_boost"]
-        self.rule_steps = 10 if steps is None else int(steps)  # defaults: properties/model/SequenceRules.yaml
+        self.rule_steps = 10 if steps is None else int(steps)  # defaults: recbole_srgnn/properties/model/SequenceRules.yaml
         self.repeat_boost = 1.0 if boost is None else float(boost)  # as the YAML
         self.rules = RuleScorer.from_dataset(self, dataset, self.rule_steps, self.repeat_boost)
         self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step

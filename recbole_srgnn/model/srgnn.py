@@ -23,7 +23,7 @@ class SRGNN(SessionScorer):
     turns them into a session vector :math:`\mathbf{s}_h`, and every item :math:`v` is scored
     by :math:`\mathbf{s}_h^\top \mathbf{e}_v`; training minimises cross-entropy over all items.
 
-    Config keys (defaults in ``properties/model/SRGNN.yaml``): ``embedding_size``, ``step``,
+    Config keys (defaults in ``recbole_srgnn/properties/model/SRGNN.yaml``): ``embedding_size``, ``step``,
     ``readout`` (``hybrid`` = the paper, ``global``, ``last``), ``embedding_dropout``,
     ``hidden_dropout``, ``loss_type`` (``CE`` or ``BPR``).
 
