@@ -42,7 +42,7 @@ class SRGNN(SessionScorer):
       (sequence rules from the last item, ``rule_steps`` apart at most, plus
       ``rule_repeat_boost`` for items already in the session). Training is unchanged, so
       ``alpha`` can be set on a trained checkpoint and chosen on validation
-      (``python -m benchmarks.fusion``); 0 = off.
+      (``python -m recbole_srgnn.fusion``); 0 = off.
     """
 
     def __init__(self, config, dataset) -> None:
