@@ -8,7 +8,8 @@ adds to :class:`recbole.trainer.Trainer`:
   * ``plateau``: multiply the rate by ``lr_decay_rate`` once ``lr_decay_patience`` + 1
     validations in a row have not *strictly* improved the best score (torch's
     ``ReduceLROnPlateau``). It reacts to the data, not to a count of epochs, so it behaves the
-    same on 40k training cases as on 500k: the plugin models' default;
+    same on 40k training cases as on 500k: the plugin models' default. With ``train_on_valid``
+    the validation it reads is in-sample (training data), so the test split stays unseen;
   * ``step``: the original SR-GNN schedule, ``StepLR`` every ``lr_decay_step`` epochs by
     ``lr_decay_rate`` (off when ``lr_decay_step`` is 0 or ``lr_decay_rate`` is 1.0). The paper's
     "x0.1 every 3 epochs" assumed thousands of updates per epoch (batch 100, several hundred
