@@ -29,6 +29,7 @@ EVAL_ONLY = ("rule_fusion", "rule_steps", "rule_repeat_boost")
 ADDED_SETTINGS: dict[str, Any] = {
     "train_on_valid": False,  # the final fit on train + valid
     "lr_scheduler": "step",   # the plugin models' schedule was the paper's step decay
+    "lr_decay_restore_best": False,  # plateau decay first went on from the current weights
 }
 
 

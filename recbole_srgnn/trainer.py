@@ -8,7 +8,10 @@ adds to :class:`recbole.trainer.Trainer`:
   * ``plateau``: multiply the rate by ``lr_decay_rate`` once ``lr_decay_patience`` + 1
     validations in a row have not *strictly* improved the best score (torch's
     ``ReduceLROnPlateau``). It reacts to the data, not to a count of epochs, so it behaves the
-    same on 40k training cases as on 500k: the plugin models' default;
+    same on 40k training cases as on 500k: the plugin models' default. With
+    ``lr_decay_restore_best`` each decay also reloads the best weights so far, so the smaller
+    rate refines the best model rather than one that has begun to overfit. With ``train_on_valid``
+    the validation it reads is in-sample (training data), so the test split stays unseen;
   * ``step``: the original SR-GNN schedule, ``StepLR`` every ``lr_decay_step`` epochs by
     ``lr_decay_rate`` (off when ``lr_decay_step`` is 0 or ``lr_decay_rate`` is 1.0). The paper's
     "x0.1 every 3 epochs" assumed thousands of updates per epoch (batch 100, several hundred
@@ -225,7 +228,11 @@ class SessionTrainer(Trainer):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
         seconds = time.perf_counter() - start
         if self._plateau:
+            before = self.current_lr
             self.lr_scheduler.step(float(valid_score))
+            if (self.current_lr < before and self.config["lr_decay_restore_best"]
+                    and not train_on_valid(self.config)):  # in-sample: no best to go back to
+                self._load_best()  # go on from the best weights, not from where they got worse
         result = {str(key): float(value) for key, value in valid_result.items()}
         self.last_valid_result = result
         if self.valid_curve and "valid_score" not in self.valid_curve[-1]:
@@ -398,23 +405,29 @@ class SessionTrainer(Trainer):
         self.training_finished = bool(state["finished"])
         return state
 
+    def _load_best(self, model_file=None) -> bool:
+        """Load the best weights so far (``model_file``, the checkpoint, or the in-memory copy);
+        False if there are none yet."""
+        if model_file is not None or self.checkpoint_written:
+            path = os.fspath(model_file or self.saved_model_file)
+            self.load_weights(load_checkpoint(path, map_location=self.device))
+            self.logger.info(f"Loading model structure and parameters from {path}")
+            return True
+        if self._best_in_memory is not None:
+            self.load_weights(self._best_in_memory)
+            return True
+        return False
+
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         """RecBole's ``evaluate``; the best model is loaded weights-only (file) or from memory."""
         if not eval_data:
             return None
-        if load_best_model:
-            if model_file is not None or self.checkpoint_written:
-                path = os.fspath(model_file or self.saved_model_file)
-                self.load_weights(load_checkpoint(path, map_location=self.device))
-                self.logger.info(f"Loading model structure and parameters from {path}")
-            elif self._best_in_memory is not None:
-                self.load_weights(self._best_in_memory)
-            else:
-                raise RuntimeError(
-                    "no best model to load: fit() has not saved one; "
-                    "call evaluate(..., load_best_model=False)"
-                )
+        if load_best_model and not self._load_best(model_file):
+            raise RuntimeError(
+                "no best model to load: fit() has not saved one; "
+                "call evaluate(..., load_best_model=False)"
+            )
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
 

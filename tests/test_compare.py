@@ -329,6 +329,70 @@ def test_parent_stopped_alone_stops_its_isolated_child(smoke, tmp_path, monkeypa
     assert not (out / "runs").exists() or not list((out / "runs").rglob("*.json"))
 
 
+def test_sigterm_ends_a_real_comparison_and_its_child_cleanly(tmp_path):
+    """`kill RUNNER` (SIGTERM) on `python -m benchmarks.compare` while its isolated child trains:
+    the runner exits 130 with its one-line message (no traceback), the child is gone, the claim is
+    released and no half-written run JSON is left under runs/."""
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+    argv = [sys.executable, "-m", "benchmarks.compare", "--config", str(SMOKE), "--out", str(out),
+            "--data-path", str(tmp_path / "data")]
+    with open(tmp_path / "stdout.txt", "w") as stdout, open(tmp_path / "stderr.txt", "w") as stderr:
+        # its own session: the signal reaches the runner alone, as `kill PID` does
+        runner = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=stdout, stderr=stderr,
+                                  start_new_session=True)
+    watched = [psutil.Process(runner.pid)]
+
+    def logs() -> str:
+        return ((tmp_path / "stdout.txt").read_text() + "\n--- stderr ---\n"
+                + (tmp_path / "stderr.txt").read_text())
+
+    try:
+        child, deadline = None, time.monotonic() + 60
+        while child is None and runner.poll() is None and time.monotonic() < deadline:
+            for proc in watched[0].children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "--run-one" in proc.cmdline():
+                        child = proc
+            time.sleep(0.1)
+        assert child is not None, f"no run child within 60 s (rc {runner.poll()}):\n{logs()}"
+        watched.append(child)
+        locks = list((out / "partial").rglob("*.lock"))
+        assert len(locks) == 1  # the runner claimed the run it handed to the child
+        time.sleep(1.5)  # let the child get going (its imports alone take longer than this)
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE, logs()
+        descendants = watched[0].children(recursive=True)
+        watched.extend(p for p in descendants if p.pid != child.pid)
+
+        os.kill(runner.pid, signal.SIGTERM)
+        try:
+            rc = runner.wait(timeout=45)  # the child gets SIGINT, then a kill after 30 s
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the runner did not end within 45 s of SIGTERM:\n{logs()}")
+        _, alive = psutil.wait_procs(watched[1:], timeout=10)
+        assert not alive, f"left running: {alive}"
+        err = (tmp_path / "stderr.txt").read_text()
+        assert rc == 130, logs()  # Ctrl-C's status, as cli_errors gives it: not 0, not -15
+        assert "Traceback" not in err and "rerun the same command to resume" in err, err
+        assert not list((out / "partial").rglob("*.lock"))  # the claim is released
+        # nothing half-written: whatever runs/ holds is a complete run JSON
+        for path in [p for p in (out / "runs").rglob("*") if p.is_file()]:
+            assert path.suffix == ".json" and compare.read_run(path)[0] is not None, path
+        assert not (out / "report.md").exists()
+    finally:
+        for proc in reversed(watched):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            runner.wait(timeout=10)
+
+
 def test_stop_child_kills_a_child_that_ignores_ctrl_c():
     code = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
             "print('ready', flush=True); time.sleep(60)")

@@ -262,7 +262,8 @@ def test_run_end_to_end_results_json(gru_run):
         assert entry["epoch"] == epoch and entry["seconds"] > 0 and entry["train_loss"] > 0
         assert entry["anomaly_detection"] is False  # recorded per epoch: its time is not inflated
         assert 0.0 <= entry["mrr@10"] <= 1.0 and entry["valid_score"] == entry["mrr@10"]
-    best = max(results["valid_curve"], key=lambda e: (e["valid_score"], e["epoch"]))
+    # strict improvement (trainer.strict_early_stopping): of tied best epochs, the first is kept
+    best = max(results["valid_curve"], key=lambda e: (e["valid_score"], -e["epoch"]))
     assert results["best_epoch"] == best["epoch"]
     assert results["best_valid_score"] == results["best_valid_result"]["mrr@10"]
     assert results["seconds_per_epoch"] == pytest.approx(
@@ -275,6 +276,37 @@ def test_run_end_to_end_results_json(gru_run):
                                         "pandas", "recbole_srgnn"}
     assert results["config"]["MODEL_TYPE"] == "SEQUENTIAL" and results["config"]["epochs"] == 2
     assert Path(results["checkpoint"]).is_file()
+
+
+@pytest.mark.parametrize("scores, stopping_step, first_best, trained", [
+    ([0.1, 0.3, 0.2, 0.3, 0.3], 10, 1, 5),  # later ties of the best never replace it
+    ([0.25, 0.25, 0.25, 0.25], 1, 0, 3),  # a tie is no improvement: patience runs out too
+])
+def test_tied_validation_scores_keep_the_first_best_epoch(workdir, monkeypatch, scores,
+                                                          stopping_step, first_best, trained):
+    from recbole.trainer import Trainer
+
+    pending = list(scores)
+
+    def fixed_scores(self, valid_data, show_progress=False):  # RecBole's validation, replaced
+        score = pending.pop(0)
+        return score, {"mrr@10": score}
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", fixed_scores)
+    saved_to = workdir / f"ties-{first_best}"
+    results = pipeline.run("GRU4Rec", "tiny",
+                           config_dict=tiny_dict(workdir, epochs=len(scores),
+                                                 stopping_step=stopping_step,
+                                                 checkpoint_dir=str(saved_to)),
+                           result_file=workdir / f"ties-{first_best}.json", quiet=True)
+    assert [e["valid_score"] for e in results["valid_curve"]] == scores[:trained]
+    assert results["epochs_trained"] == trained
+    assert results["best_epoch"] == first_best == scores.index(max(scores))
+    assert results["best_valid_score"] == scores[first_best]
+    assert results["best_valid_result"] == {"mrr@10": scores[first_best]}
+    # the tested model is the first tied epoch's: its checkpoint was never overwritten by a tie
+    state = torch.load(results["checkpoint"], weights_only=True, map_location="cpu")
+    assert state["epoch"] == first_best and state["best_valid_score"] == scores[first_best]
 
 
 def test_epoch_callback_once_per_epoch(gru_run):

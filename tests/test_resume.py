@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -89,6 +91,118 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(workdir, model, sav
     assert comparable(resumed) == comparable(straight)
     assert resumed["seconds_total"] > 0
     assert not state.exists()  # complete: nothing left to resume
+
+
+class CutMidEpoch(Exception):
+    """Stands for a process killed in the middle of an epoch (no resume state of that epoch)."""
+
+
+def recording_trainers(monkeypatch, cut: tuple[int, int] | None = None) -> list[dict]:
+    """Replace the pipeline's SessionTrainer by a subclass that records, when ``fit`` returns, the
+    weights, the optimizer and the LR scheduler (copies). ``cut=(epoch, k)``: the training step
+    raises CutMidEpoch after ``k`` batches (optimizer steps) of epoch index ``epoch``; the record
+    then holds the weights at the cut and the epoch's number of batches."""
+    from recbole_srgnn.trainer import SessionTrainer
+
+    records: list[dict] = []
+
+    def snapshot(trainer) -> dict:
+        return {"weights": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+                "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
+                "scheduler": (None if trainer.lr_scheduler is None
+                              else copy.deepcopy(trainer.lr_scheduler.state_dict()))}
+
+    class Recording(SessionTrainer):
+        def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+            if cut is not None and epoch_idx == cut[0]:
+                done = [0]
+
+                def step(interaction):  # RecBole's loop: zero_grad, this, backward, step
+                    if done[0] == cut[1]:
+                        records.append({**snapshot(self), "batches": len(train_data)})
+                        raise CutMidEpoch
+                    done[0] += 1
+                    return self.model.calculate_loss(interaction)
+
+                loss_func = step
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func,
+                                        show_progress=show_progress)
+
+        def fit(self, *args, **kwargs):
+            result = super().fit(*args, **kwargs)
+            records.append(snapshot(self))
+            return result
+
+    monkeypatch.setattr(pipeline, "SessionTrainer", Recording)
+    return records
+
+
+def assert_same_state(left, right, where="") -> None:
+    """Equal nested dicts/lists of tensors (torch.equal: bit for bit) and plain values."""
+    if isinstance(left, torch.Tensor):
+        assert isinstance(right, torch.Tensor) and left.dtype == right.dtype, where
+        assert torch.equal(left, right), where
+    elif isinstance(left, dict):
+        assert isinstance(right, dict) and set(left) == set(right), (where, set(left), set(right))
+        for key in left:
+            assert_same_state(left[key], right[key], f"{where}/{key}")
+    elif isinstance(left, (list, tuple)):
+        assert isinstance(right, (list, tuple)) and len(left) == len(right), where
+        for index, (a, b) in enumerate(zip(left, right)):
+            assert_same_state(a, b, f"{where}[{index}]")
+    else:
+        assert left == right, (where, left, right)
+
+
+@pytest.mark.parametrize("model", ["GRU4Rec", "SRGNN", "SRGNN-plateau"])
+def test_run_cut_mid_epoch_resumes_to_the_same_weights_and_optimizer(workdir, model,
+                                                                     monkeypatch):
+    from recbole_srgnn.trainer import read_resume_state, resume_progress
+
+    torch.set_num_threads(1)
+    cut_epoch, cut_batches = 1, 3  # 3 optimizer steps into the second epoch
+    with monkeypatch.context() as mp:
+        straight_records = recording_trainers(mp)
+        straight = run(workdir, model, f"mid-straight-{model}", saved=True)
+    (final_straight,) = straight_records
+
+    state = workdir / f"mid-{model}.resume.pth"
+    with monkeypatch.context() as mp:
+        cut_records = recording_trainers(mp, cut=(cut_epoch, cut_batches))
+        with pytest.raises(CutMidEpoch):
+            run(workdir, model, f"mid-cut-{model}", saved=True, resume_file=state)
+    (at_cut,) = cut_records
+    assert at_cut["batches"] > cut_batches + 1  # the cut is inside the epoch, not at its end
+    assert resume_progress(state)["epochs"] == 1  # only epoch 1's state exists
+    saved = read_resume_state(state)
+    # the half epoch moved the weights and Adam's moments past the state that resumes
+    assert any(not torch.equal(saved["state_dict"][k], v) for k, v in at_cut["weights"].items())
+    for index, moments in at_cut["optimizer"]["state"].items():
+        assert int(moments["step"]) == int(saved["optimizer"]["state"][index]["step"]) + cut_batches
+
+    epochs_seen = []
+    with monkeypatch.context() as mp:
+        resumed_records = recording_trainers(mp)
+        resumed = run(workdir, model, f"mid-resumed-{model}", saved=True, resume_file=state,
+                      epoch_callback=lambda epoch, *rest: epochs_seen.append(epoch))
+    (final_resumed,) = resumed_records
+    assert epochs_seen == [1, 2] and resumed["training_parts"] == 2
+    assert not state.exists()
+
+    # the weights, Adam's state (exp_avg, exp_avg_sq, step per parameter; lr in param_groups)
+    # and the scheduler at the end of training: bit for bit those of the uninterrupted run
+    adam = final_straight["optimizer"]["state"]
+    assert adam and all({"step", "exp_avg", "exp_avg_sq"} <= set(s) for s in adam.values())
+    assert_same_state(final_resumed["weights"], final_straight["weights"], "weights")
+    assert_same_state(final_resumed["optimizer"], final_straight["optimizer"], "optimizer")
+    assert_same_state(final_resumed["scheduler"], final_straight["scheduler"], "scheduler")
+    # the tested model: the best epoch's checkpoint (weights and optimizer at that epoch)
+    checkpoints = [torch.load(r["checkpoint"], weights_only=True, map_location="cpu")
+                   for r in (straight, resumed)]
+    assert checkpoints[0]["epoch"] == checkpoints[1]["epoch"] == straight["best_epoch"]
+    for key in ("state_dict", "optimizer", "lr_scheduler"):
+        assert_same_state(checkpoints[1][key], checkpoints[0][key], f"checkpoint {key}")
+    assert comparable(resumed) == comparable(straight)
 
 
 def test_resume_after_the_last_epoch_only_tests(workdir, monkeypatch):

@@ -104,6 +104,41 @@ def test_plateau_decays_only_when_validation_stops_improving(workdir, data, monk
     assert trainer.current_lr == pytest.approx(0.00001)
 
 
+def test_plateau_decay_restores_the_best_weights(workdir, data, monkeypatch):
+    from recbole.trainer import Trainer
+
+    trainer = make_trainer(workdir, data, epochs=4, learning_rate=0.05, lr_scheduler="plateau",
+                           lr_decay_rate=0.1, lr_decay_restore_best=True)
+    weights: list[dict] = []
+    valid = Scores([0.3, 0.4, 0.2, 0.1])
+
+    def record(self, valid_data, show_progress=False):  # weights of the epoch being validated
+        weights.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return valid(valid_data)
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", record)
+    starts: list[dict] = []
+    original = SessionTrainer._train_epoch
+
+    def train_epoch(self, *args, **kwargs):
+        starts.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionTrainer, "_train_epoch", train_epoch)
+    trainer.fit(data[0], data[1], verbose=False, saved=False)
+    # epoch 3 (0.2) is worse: the rate decays and epoch 4 starts from epoch 2's weights (0.4)
+    assert [e["learning_rate"] for e in trainer.valid_curve] == pytest.approx(
+        [0.05, 0.05, 0.05, 0.005])
+    assert all(torch.equal(starts[3][k], weights[1][k]) for k in weights[1])
+    assert not all(torch.equal(weights[2][k], weights[1][k]) for k in weights[1])
+    without = make_trainer(workdir, data, epochs=4, learning_rate=0.05, lr_scheduler="plateau",
+                           lr_decay_rate=0.1, lr_decay_restore_best=False)
+    weights.clear(), starts.clear()
+    valid.scores = [0.3, 0.4, 0.2, 0.1]
+    without.fit(data[0], data[1], verbose=False, saved=False)
+    assert all(torch.equal(starts[3][k], weights[2][k]) for k in weights[2])  # went on as it was
+
+
 def test_plateau_patience_waits_for_several_validations(workdir, data, monkeypatch):
     trainer = make_trainer(workdir, data, epochs=5, learning_rate=0.01, lr_scheduler="plateau",
                            lr_decay_rate=0.5, lr_decay_patience=1)
