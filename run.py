@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     config_files = args.config_files.split() if args.config_files else None
 
     # Import after parsing: --help and option errors stay instant.
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.checkpoints import evaluate_checkpoint
+    from recbole_srgnn.training.distributed import run_distributed
+    from recbole_srgnn.training.runs import run
 
     if args.resume_file and (args.checkpoint or args.nproc != 1 or args.world_size > 0):
         raise InputError("--resume_file applies to a single-process training run "
@@ -100,18 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         if config_files:
             raise InputError("--config_files does not apply to --checkpoint "
                              "(its settings are stored in the checkpoint); use --key=value")
-        pipeline.evaluate_checkpoint(args.checkpoint, options or None,
-                                     result_file=args.result_file, quiet=args.quiet)
+        evaluate_checkpoint(args.checkpoint, options or None,
+                            result_file=args.result_file, quiet=args.quiet)
         return 0
     if args.nproc != 1 or args.world_size > 0:
-        pipeline.run_distributed(
+        run_distributed(
             args.model, args.dataset, config_files, options or None,
             nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
             group_offset=args.group_offset, result_file=args.result_file, quiet=args.quiet,
         )
         return 0
-    pipeline.run(args.model, args.dataset, config_files, options or None,
-                 result_file=args.result_file, quiet=args.quiet, resume_file=args.resume_file)
+    run(args.model, args.dataset, config_files, options or None,
+        result_file=args.result_file, quiet=args.quiet, resume_file=args.resume_file)
     return 0
 
 

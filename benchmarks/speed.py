@@ -72,11 +72,12 @@ def worker(args) -> dict:
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
-    from recbole_srgnn.pipeline import build_config, resolve_model
+    from recbole_srgnn.training.datasets import ready_config
+    from recbole_srgnn.training.models import resolve_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = build_config(args.model, args.dataset, config_dict=shared_settings(args, args.dataset))
+    config = ready_config(args.model, args.dataset, config_dict=shared_settings(args, args.dataset))
     init_seed(config["seed"], False)
     if config["device"].type == "cpu":
         torch.set_flush_denormal(True)
@@ -186,9 +187,9 @@ def measure(model: str, dataset: str, args) -> dict:
 
 def prepare(dataset: str, args) -> None:
     """Build the dataset once, before any timing."""
-    from recbole_srgnn.pipeline import build_config
+    from recbole_srgnn.training.datasets import ready_settings
 
-    build_config("LastItem", dataset, config_dict=shared_settings(args, dataset))
+    ready_settings("LastItem", dataset, config_dict=shared_settings(args, dataset))
 
 
 def report(results: list[dict], args, info: dict, load: tuple) -> str:

@@ -19,12 +19,13 @@ adds to :class:`recbole.trainer.Trainer`:
   * ``none``: a constant rate;
 - checkpoints that ``torch.load(weights_only=True)`` reads (RecBole's own pickle the Config, which
   torch >= 2.6 refuses by default): tensors, numbers, strings, lists and dicts only, with the
-  configuration as a plain dict (enums by name);
+  configuration as a plain dict (enums by name), read with ``recbole_compat.load_weights_only``;
 - a per-epoch record (training seconds, loss, learning rate, validation metrics) and the best
   epoch, for the results JSON; an ``epoch_callback(epoch, valid_result, valid_score)`` hook;
 - early stopping on *strict* improvement: RecBole counts a validation score equal to the best
   as an improvement, so once step decay has shrunk the learning rate and the (rounded) score
-  stops moving, training never stops. Here an equal score counts as no improvement. With
+  stops moving, training never stops. Here an equal score counts as no improvement (the rule
+  and how it replaces RecBole's: ``recbole_srgnn.training.recbole_compat``). With
   ``train_on_valid`` (validation cases in the training data) nothing stops early: exactly
   ``epochs`` epochs run and the last one is the model tested;
 - an optional *resume state* (``resume_file``), written atomically after every validation: the
@@ -35,17 +36,14 @@ adds to :class:`recbole.trainer.Trainer`:
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
-import pickle
 import random
 import time
 import uuid
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import recbole.trainer.trainer as recbole_trainer_module
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import get_local_time
@@ -54,39 +52,22 @@ from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
 from recbole_srgnn.run_identity import RESUME_EXEMPT, without_added_defaults
+from recbole_srgnn.training.recbole_compat import (
+    LOAD_ERRORS,
+    early_stopping_rule,
+    load_weights_only,
+    strict_early_stopping,
+)
 
 CHECKPOINT_FORMAT = "recbole_srgnn-1"
 RESUME_FORMAT = "recbole_srgnn-resume-1"
 LR_SCHEDULERS = ("plateau", "step", "none")
 
 
-def strict_early_stopping(value, best, cur_step, max_step, bigger=True):
-    """RecBole's ``early_stopping`` contract, but only a strictly better score resets patience.
-
-    Returns ``(best, cur_step, stop_flag, update_flag)``.
-    """
-    improved = value > best if bigger else value < best
-    if improved:
-        return value, 0, False, True
-    cur_step += 1
-    return best, cur_step, cur_step > max_step, False
-
-
 def every_epoch_kept(value, best, cur_step, max_step, bigger=True):
     """``early_stopping`` for ``train_on_valid``: the validation is in-sample, so it chooses
     nothing; every epoch replaces the "best" model (the last one is tested) and none stops."""
     return value, 0, False, True
-
-
-@contextlib.contextmanager
-def _strict_early_stopping(rule=strict_early_stopping):
-    """Use ``rule`` (:func:`strict_early_stopping`) inside RecBole's ``Trainer.fit`` for one call."""
-    original = recbole_trainer_module.early_stopping
-    recbole_trainer_module.early_stopping = rule
-    try:
-        yield
-    finally:
-        recbole_trainer_module.early_stopping = original
 
 
 def plain(value: Any) -> Any:
@@ -118,8 +99,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not os.path.isfile(path):
         raise InputError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, weights_only=True, map_location=map_location)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        state = load_weights_only(path, map_location=map_location)
+    except LOAD_ERRORS as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"{path} is not a weights-only recbole_srgnn checkpoint ({first_line})"
@@ -275,13 +256,15 @@ class SessionTrainer(Trainer):
 
         # Always "saved" for RecBole: our _save_checkpoint decides between file and memory.
         rule = every_epoch_kept if train_on_valid(self.config) else strict_early_stopping
-        with _strict_early_stopping(rule):
+        with early_stopping_rule(rule):
             return super().fit(
                 train_data, valid_data, verbose=verbose, saved=True,
                 show_progress=show_progress, callback_fn=after_validation,
             )
 
     # -- checkpoints ---------------------------------------------------------------------------
+    # _save_checkpoint, resume_checkpoint and evaluate replace RecBole's, which pickle the Config
+    # and load without weights_only (the workaround and when it can go: recbole_compat §3).
     @property
     def _is_writer(self) -> bool:
         return bool(self.config["single_spec"]) or self.config["local_rank"] == 0
@@ -437,8 +420,8 @@ def read_resume_state(path: str | os.PathLike, map_location: Any = "cpu", mmap: 
     ``hint`` appended to its message, if the file is unreadable or holds something else."""
     path = os.fspath(path)
     try:
-        state = torch.load(path, weights_only=True, map_location=map_location, mmap=mmap)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        state = load_weights_only(path, map_location=map_location, mmap=mmap)
+    except LOAD_ERRORS as exc:
         raise InputError(f"{path} is not a readable resume state ({type(exc).__name__}){hint}") \
             from exc
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:

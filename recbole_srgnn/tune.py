@@ -257,7 +257,7 @@ def _trial(params: dict, job: dict) -> None:
     with open(trial_dir / "starts.txt", "a", encoding="utf-8") as handle:
         handle.write(f"{fn_start:.3f} pid={os.getpid()}\n")
 
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.runs import run
     from recbole_srgnn.tune_report import SUMMARY_FILE, write_text
 
     space: Space = job["space"]
@@ -295,9 +295,9 @@ def _trial(params: dict, job: dict) -> None:
 
     result_file = trial_dir / "pipeline_result.json"
     try:
-        results = pipeline.run(job["model"], job["dataset"], job["config_files"], config_dict,
-                               epoch_callback=report, result_file=result_file, saved=True,
-                               show_progress=False, quiet=True, test=False)
+        results = run(job["model"], job["dataset"], job["config_files"], config_dict,
+                      epoch_callback=report, result_file=result_file, saved=True,
+                      show_progress=False, quiet=True, test=False)
     except Exception as exc:  # not SystemExit: that is how Ray stops a trial early
         # One line for the driver's progress output (Ray writes error.txt only after its
         # callbacks have run); the exception still fails the trial.
@@ -519,10 +519,12 @@ def _prepare(settings: dict, space: Space) -> dict:
 
     Returns what every trial needs: options with absolute paths, the epoch budget, the metric.
     """
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.config import parse_dict
+    from recbole_srgnn.training.datasets import ready_config
+    from recbole_srgnn.training.models import resolve_model
 
-    pipeline.resolve_model(settings["model"])  # unknown model -> one line
-    parsed = pipeline.parse_dict(settings["options"])
+    resolve_model(settings["model"])  # unknown model -> one line
+    parsed = parse_dict(settings["options"])
     options = {key: (_absolute(value) if _is_path_key(key) else value)
                for key, value in parsed.items()}
     fixed = space.config_values({p.name: _first_value(p) for p in space.sampled})
@@ -533,8 +535,8 @@ def _prepare(settings: dict, space: Space) -> dict:
     # RecBole's Config writes CUDA_VISIBLE_DEVICES from gpu_id; Ray must see the real value.
     saved_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        config = pipeline.build_config(settings["model"], settings["dataset"],
-                                       settings["config_files"], probe)
+        config = ready_config(settings["model"], settings["dataset"],
+                              settings["config_files"], probe)
     finally:
         if saved_cuda is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -819,9 +821,9 @@ def _best_yaml_options(settings: Mapping, prepared: Mapping[str, Any]) -> dict:
     """The command-line options best.yaml repeats: those the user gave. The driver's absolute
     ``data_path`` (added so that Ray workers find the data from any folder) is kept only when
     the user set it; otherwise ``run.py`` finds the data where the search did, by default."""
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.config import parse_dict
 
-    given = pipeline.parse_dict(settings.get("options") or {})
+    given = parse_dict(settings.get("options") or {})
     return {key: value for key, value in prepared.items()
             if key != "data_path" or "data_path" in given}
 
@@ -897,7 +899,7 @@ def _finish(settings: dict, space: Space, job_base: dict, experiment_dir: Path, 
 
 def _test_best(best, settings: Mapping) -> dict:
     """Evaluate the best trial's checkpoint on the test split once (in this process)."""
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.checkpoints import evaluate_checkpoint
 
     checkpoint = best.checkpoint
     if not checkpoint or not os.path.isfile(checkpoint):
@@ -913,8 +915,8 @@ def _test_best(best, settings: Mapping) -> dict:
     output = Path(settings["output"])
     saved_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        results = pipeline.evaluate_checkpoint(checkpoint, {"gpu_id": gpu},
-                                               result_file=output / "best_test.json", quiet=True)
+        results = evaluate_checkpoint(checkpoint, {"gpu_id": gpu},
+                                      result_file=output / "best_test.json", quiet=True)
     finally:
         if saved_cuda is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -929,7 +931,7 @@ def _test_best(best, settings: Mapping) -> dict:
             valid = None
     return {"test_result": results.get("test_result"), "valid_result": valid,
             "checkpoint": checkpoint,
-            "how": f"pipeline.evaluate_checkpoint({Path(checkpoint).name})"}
+            "how": f"training.checkpoints.evaluate_checkpoint({Path(checkpoint).name})"}
 
 
 def _prune_checkpoints(records, best) -> None:

@@ -20,7 +20,9 @@ import torch
 
 from benchmarks import compare
 from recbole_srgnn.experiments import compare_config, compare_exec, compare_report, compare_runs
-from recbole_srgnn import files, pipeline
+from recbole_srgnn import files
+from recbole_srgnn.training.config import load_yaml
+from recbole_srgnn.training.datasets import ready_config
 from recbole_srgnn.experiments import stats as report_stats
 from recbole_srgnn.errors import InputError
 
@@ -225,7 +227,7 @@ def test_only_report_reads_without_training(smoke, tmp_path):
 
 
 def test_isolated_run_is_its_own_process(smoke, tmp_path):
-    data = pipeline.load_yaml(SMOKE)
+    data = load_yaml(SMOKE)
     data.update(name="iso", seeds=[1], reference="SessionPop", isolate=True,
                 models=[{"name": "SessionPop", "tunable": False}])
     path = tmp_path / "iso.yaml"
@@ -242,7 +244,7 @@ def test_isolated_run_is_its_own_process(smoke, tmp_path):
 
 
 def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path, monkeypatch):
-    data = pipeline.load_yaml(SMOKE)
+    data = load_yaml(SMOKE)
     data["settings"].update(epochs=3, stopping_step=5)
     data.update(name="cut", seeds=[1], reference="GRU4Rec", isolate=False,
                 tuning={"budget": 1}, models=[{"name": "GRU4Rec", "grid": {"learning_rate": [0.01]}}])
@@ -301,7 +303,7 @@ def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path,
 def test_parent_stopped_alone_stops_its_isolated_child(smoke, tmp_path, monkeypatch):
     """`kill` on the parent only (no Ctrl-C to the process group): the run's child must not go on
     training as an orphan, and the epoch it finished stays resumable."""
-    data = pipeline.load_yaml(SMOKE)
+    data = load_yaml(SMOKE)
     data["settings"].update(epochs=20, stopping_step=20)
     data.update(name="orphan", seeds=[1], reference="GRU4Rec", isolate=True, threads=1,
                 tuning={"budget": 1}, models=[{"name": "GRU4Rec", "grid": {"learning_rate": [0.01]}}])
@@ -684,7 +686,7 @@ def test_session_pop_scores_training_target_frequency(smoke):
 
     assert MODELS["SessionPop"] is SessionPop  # registered plugin model, resolvable by name
     data_dir = smoke["root"] / "data"
-    config = pipeline.build_config("SessionPop", "retailrocket-synthetic", None, {
+    config = ready_config("SessionPop", "retailrocket-synthetic", None, {
         "data_path": str(data_dir), "synthetic_n_events": 10000,
         "checkpoint_dir": str(smoke["root"] / "saved")})
     dataset = create_dataset(config)

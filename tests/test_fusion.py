@@ -18,7 +18,9 @@ from tiny_data import write_tiny_benchmark
 
 from benchmarks import fusion
 from recbole_srgnn.experiments import fusion_ensemble, fusion_plan, fusion_seed
-from recbole_srgnn import pipeline
+from recbole_srgnn.training import checkpoints
+from recbole_srgnn.training import runs as training_runs
+from recbole_srgnn.training.datasets import ready_config
 from recbole_srgnn.model import SRGNN
 from recbole_srgnn.model.rules import RuleScorer, SequenceRules
 
@@ -35,7 +37,7 @@ def tiny(tmp_path_factory):
 def build(tiny, model_class, name, **extra):
     from recbole.data import create_dataset, data_preparation
 
-    config = pipeline.build_config(name, "tiny", None, {
+    config = ready_config(name, "tiny", None, {
         "data_path": str(tiny / "data"), "checkpoint_dir": str(tiny / "saved"),
         "show_progress": False, "embedding_size": 8, **extra})
     dataset = create_dataset(config)
@@ -122,7 +124,7 @@ def write_config(root: Path, data: Path | None = None, **changes) -> Path:
 def fused_run(tiny):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tiny)
-        rules = pipeline.run("SequenceRules", "tiny", config_dict={
+        rules = training_runs.run("SequenceRules", "tiny", config_dict={
             "data_path": str(tiny / "data"), "checkpoint_dir": str(tiny / "saved"),
             "show_progress": False}, quiet=True, result_file=tiny / "rules.json")
         config = write_config(tiny)
@@ -247,9 +249,9 @@ def test_a_model_trained_before_with_run_py_is_reused_not_retrained(fused_run, t
     config = write_config(tmp_path, fused_run["root"], seeds=[1, 2, 3])
     plan = fusion_plan.load_plan(config)
     settings = {**plan.settings, "seed": 3, "checkpoint_dir": str(tmp_path / "saved")}
-    before = pipeline.run("SRGNN", "tiny", config_dict=settings, quiet=True,
-                          result_file=tmp_path / "seed3-run.json")
-    monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("retrained"))
+    before = training_runs.run("SRGNN", "tiny", config_dict=settings, quiet=True,
+                               result_file=tmp_path / "seed3-run.json")
+    monkeypatch.setattr(training_runs, "run", lambda *a, **k: pytest.fail("retrained"))
     out = tmp_path / "out"
     rc, text, err = call(["--config", config, "--output", out, "--seeds", "3",
                           "--trained", f"3={tmp_path / 'seed3-run.json'}"])
@@ -274,7 +276,7 @@ def test_a_seed_cut_off_continues_training_then_skips_it(fused_run, tmp_path, mo
     """Killed after epoch 1: the rerun trains epoch 2 only; killed in the sweep: no training."""
     config = write_config(tmp_path, fused_run["root"], seeds=[1])
     out = tmp_path / "out"
-    real_run = pipeline.run
+    real_run = training_runs.run
     epochs = []
 
     def cut_after_first_epoch(*args, epoch_callback=None, **kwargs):
@@ -285,24 +287,24 @@ def test_a_seed_cut_off_continues_training_then_skips_it(fused_run, tmp_path, mo
                 raise KeyboardInterrupt
         return real_run(*args, epoch_callback=callback, **kwargs)
 
-    monkeypatch.setattr(pipeline, "run", cut_after_first_epoch)
+    monkeypatch.setattr(training_runs, "run", cut_after_first_epoch)
     rc, _, err = call(["--config", config, "--output", out])
     assert rc == 130 and "rerun the command to resume" in err
     assert len(list((out / "partial").glob("seed1-*/train.resume.pth"))) == 1
 
-    real_load = pipeline.load_trained
+    real_load = checkpoints.load_trained
 
     def cut_in_the_sweep(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "load_trained", cut_in_the_sweep)
+    monkeypatch.setattr(checkpoints, "load_trained", cut_in_the_sweep)
     rc, text, _ = call(["--config", config, "--output", out])
     assert rc == 130 and "continuing the training cut off before" in text
     assert epochs == [0, 1]  # epoch 0 was not trained again
     assert list((out / "partial").glob("seed1-*/train.json"))
 
-    monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("trained again"))
-    monkeypatch.setattr(pipeline, "load_trained", real_load)
+    monkeypatch.setattr(training_runs, "run", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(checkpoints, "load_trained", real_load)
     rc, text, err = call(["--config", config, "--output", out])
     assert rc == 0, err
     assert "training finished before an interruption" in text
@@ -325,14 +327,14 @@ def test_refit_trains_finished_seeds_again_on_train_and_valid(fused_run, tmp_pat
     before = records(out)
     config = write_config(tmp_path, fused_run["root"], refit=True)
     monkeypatch.setattr(fusion_seed, "run_seed", lambda *a, **k: pytest.fail("trained from scratch"))
-    real_run = pipeline.run
+    real_run = training_runs.run
     runs = []
 
     def recording_run(*args, **kwargs):
         runs.append(args[3])  # config_dict
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "run", recording_run)
+    monkeypatch.setattr(training_runs, "run", recording_run)
     rc, text, err = call(["--config", config, "--output", out])
     assert rc == 0, err
     assert "2 finished, 0 to run, 2 to refit on train + valid" in text
@@ -464,8 +466,8 @@ def test_ensemble_is_not_redone_and_a_lost_model_is_retrained_to_its_record(ense
     # lose seed 2's trained model and the result: it is trained again, same seed, and must match
     fusion_plan.model_path(out, 2, expected).unlink()
     (out / "ensemble.json").unlink()
-    threads, real_run = [], pipeline.run
-    monkeypatch.setattr(pipeline, "run", lambda *a, **k: threads.append(torch.get_num_threads())
+    threads, real_run = [], training_runs.run
+    monkeypatch.setattr(training_runs, "run", lambda *a, **k: threads.append(torch.get_num_threads())
                         or real_run(*a, **k))
     before_threads = torch.get_num_threads()
     torch.set_num_threads(2)

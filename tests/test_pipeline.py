@@ -1,4 +1,5 @@
-"""Pipeline: model names, config layers, dataset checks, end-to-end runs and checkpoint evaluation."""
+"""The training pipeline (``recbole_srgnn.training``): model names, config layers, the dataset
+step, end-to-end runs and checkpoint evaluation."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_srgnn import pipeline
 from recbole_srgnn.errors import InputError
+from recbole_srgnn.training import config as training_config
+from recbole_srgnn.training import distributed, runs
+from recbole_srgnn.training.checkpoints import evaluate_checkpoint
+from recbole_srgnn.training.config import build_config, config_layers, merge_layers, parse_value
+from recbole_srgnn.training.datasets import ready_config
+from recbole_srgnn.training.models import resolve_model
+from recbole_srgnn.training.results import default_result_path, results_table
+from recbole_srgnn.training.startup import start
 from tiny_data import HEADER, write_tiny_benchmark as _write_tiny
 
 
@@ -52,9 +60,9 @@ def gru_run(workdir):
         anomaly.append(torch.is_anomaly_enabled())
 
     result_file = workdir / "gru.json"
-    results = pipeline.run("GRU4Rec", "tiny", config_dict=tiny_dict(workdir),
-                           epoch_callback=callback, result_file=result_file, quiet=True)
-    assert anomaly == [False, False]  # RecBole's SINE import turns it on; the pipeline undoes it
+    results = runs.run("GRU4Rec", "tiny", config_dict=tiny_dict(workdir),
+                       epoch_callback=callback, result_file=result_file, quiet=True)
+    assert anomaly == [False, False]  # RecBole's SINE import turns it on; recbole_compat undoes it
     return results, calls, result_file
 
 
@@ -65,23 +73,23 @@ def test_resolve_model_plugin_builtin_and_aliases():
 
     from recbole_srgnn.model import MODELS
 
-    assert pipeline.resolve_model("SRGNN") is MODELS["SRGNN"]
+    assert resolve_model("SRGNN") is MODELS["SRGNN"]
     assert MODELS["SRGNN"] is not RecBoleSRGNN
-    assert pipeline.resolve_model("RecBoleSRGNN") is RecBoleSRGNN
-    assert pipeline.resolve_model("GRU4Rec") is GRU4Rec
-    assert pipeline.resolve_model("gru4rec") is GRU4Rec  # case-insensitive fallback
+    assert resolve_model("RecBoleSRGNN") is RecBoleSRGNN
+    assert resolve_model("GRU4Rec") is GRU4Rec
+    assert resolve_model("gru4rec") is GRU4Rec  # case-insensitive fallback
 
 
 IMPORT_ORDERS = {
     # RecBole's models imported through the pipeline, then directly: the switch stays off
-    "pipeline first": "from recbole_srgnn import pipeline\n"
+    "pipeline first": "from recbole_srgnn.training import models\n"
                       "for name in ('GRU4Rec', 'NARM', 'RecBoleSRGNN', 'SINE'):\n"
-                      "    pipeline.resolve_model(name)\n"
+                      "    models.resolve_model(name)\n"
                       "import recbole.model.sequential_recommender.sine\n",
     # RecBole's models imported before the pipeline (SINE flipped the switch then): it is undone
     "recbole first": "import recbole.model.sequential_recommender\n"
                      "assert torch.is_anomaly_enabled()\n"
-                     "from recbole_srgnn import pipeline\n",
+                     "from recbole_srgnn.training import runs\n",
 }
 
 
@@ -97,23 +105,23 @@ def test_importing_recbole_models_leaves_anomaly_detection_off(order):
 
 
 def test_a_run_with_anomaly_detection_on_warns_that_it_is_slower(workdir, caplog):
-    config = pipeline.build_config("GRU4Rec", "tiny", config_dict=tiny_dict(workdir))
+    config = build_config("GRU4Rec", "tiny", config_dict=tiny_dict(workdir))
     torch.autograd.set_detect_anomaly(True)  # a user debugging, after importing the pipeline
     try:
-        with caplog.at_level("WARNING", logger="recbole_srgnn.pipeline"):
-            pipeline._start(config, quiet=True)
+        with caplog.at_level("WARNING", logger="recbole_srgnn.training.startup"):
+            start(config, quiet=True)
     finally:
         torch.autograd.set_detect_anomaly(False)
     assert "anomaly detection is on" in caplog.text and "slower" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="recbole_srgnn.pipeline"):
-        pipeline._start(config, quiet=True)
+    with caplog.at_level("WARNING", logger="recbole_srgnn.training.startup"):
+        start(config, quiet=True)
     assert "anomaly" not in caplog.text
 
 
 def test_resolve_model_unknown_lists_choices():
     with pytest.raises(InputError) as info:
-        pipeline.resolve_model("NoSuchModel")
+        resolve_model("NoSuchModel")
     message = str(info.value)
     assert "NoSuchModel" in message
     for choice in ("SRGNN", "RecBoleSRGNN", "GRU4Rec", "NARM"):
@@ -125,18 +133,18 @@ def test_plugin_name_never_falls_back_to_recbole_builtin(monkeypatch):
 
     monkeypatch.setattr(model_package, "MODELS", {})
     with pytest.raises(InputError, match="RecBoleSRGNN"):
-        pipeline.resolve_model("SRGNN")
+        resolve_model("SRGNN")
 
 
 def test_parse_value_like_recbole_command_line():
-    assert pipeline.parse_value("3") == 3
-    assert pipeline.parse_value("1e-3") == pytest.approx(0.001)
-    assert pipeline.parse_value("[10,20]") == [10, 20]
-    assert pipeline.parse_value("{'LS': 'valid_and_test'}") == {"LS": "valid_and_test"}
-    assert pipeline.parse_value("true") is True and pipeline.parse_value("False") is False
-    assert pipeline.parse_value("None") is None
-    assert pipeline.parse_value("saved/x") == "saved/x"
-    assert pipeline.parse_value("adam") == "adam"
+    assert parse_value("3") == 3
+    assert parse_value("1e-3") == pytest.approx(0.001)
+    assert parse_value("[10,20]") == [10, 20]
+    assert parse_value("{'LS': 'valid_and_test'}") == {"LS": "valid_and_test"}
+    assert parse_value("true") is True and parse_value("False") is False
+    assert parse_value("None") is None
+    assert parse_value("saved/x") == "saved/x"
+    assert parse_value("adam") == "adam"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,13 +158,13 @@ def _write(path: Path, text: str) -> Path:
 def layered(tmp_path, monkeypatch):
     """A properties dir whose layers each set one more of the keys k1..k5 (and override below)."""
     props = tmp_path / "props"
-    real_overall = (pipeline.PROPERTIES_DIR / "overall.yaml").read_text()
+    real_overall = (training_config.PROPERTIES_DIR / "overall.yaml").read_text()
     _write(props / "overall.yaml", real_overall + "\nk1: overall\nk2: overall\nk3: overall\n"
            "k4: overall\nk5: overall\n")
     _write(props / "model" / "GRU4Rec.yaml", "k2: model\nk3: model\nk4: model\nk5: model\n")
     _write(props / "dataset" / "tiny.yaml", "k3: dataset\nk4: dataset\nk5: dataset\n")
     user_file = _write(tmp_path / "user.yaml", "k4: file\nk5: file\n")
-    monkeypatch.setattr(pipeline, "PROPERTIES_DIR", props)
+    monkeypatch.setattr(training_config, "PROPERTIES_DIR", props)
     write_tiny_benchmark(tmp_path / "data")
     common = {"data_path": str(tmp_path / "data"), "k5": "dict"}
     return props, user_file, common
@@ -164,10 +172,10 @@ def layered(tmp_path, monkeypatch):
 
 def test_config_layers_order(layered):
     props, user_file, common = layered
-    layers = pipeline.config_layers("GRU4Rec", "tiny", [str(user_file)], common)
+    layers = config_layers("GRU4Rec", "tiny", [str(user_file)], common)
     assert [Path(name).name for name, _ in layers] == [
         "overall.yaml", "GRU4Rec.yaml", "tiny.yaml", "user.yaml", "config_dict"]
-    merged = pipeline.merge_layers(layers)
+    merged = merge_layers(layers)
     assert [merged[f"k{i}"] for i in range(1, 6)] == ["overall", "model", "dataset", "file", "dict"]
 
 
@@ -175,7 +183,7 @@ def test_build_config_layer_winners_reach_recbole_config(layered, monkeypatch):
     props, user_file, common = layered
     # RecBole's Config reads sys.argv itself; ours must not (no double parsing, no pytest args)
     monkeypatch.setattr("sys.argv", ["prog", "--k5=argv", "--learning_rate=0.9"])
-    config = pipeline.build_config("GRU4Rec", "tiny", [str(user_file)], common)
+    config = build_config("GRU4Rec", "tiny", [str(user_file)], common)
     assert [config[f"k{i}"] for i in range(1, 6)] == ["overall", "model", "dataset", "file", "dict"]
     assert config["train_batch_size"] == 512  # our overall.yaml beats RecBole's default 2048
     assert config["learning_rate"] == 0.001  # sys.argv's --learning_rate=0.9 is ignored
@@ -185,7 +193,7 @@ def test_build_config_layer_winners_reach_recbole_config(layered, monkeypatch):
 
 
 def test_build_config_with_real_properties(workdir):
-    config = pipeline.build_config(
+    config = build_config(
         "GRU4Rec", "tiny", config_dict={"data_path": str(workdir / "data"), "topk": "[5,10]"})
     assert config["topk"] == [5, 10]  # string values parsed like RecBole's command line
     assert config["valid_metric"] == "MRR@10"
@@ -196,8 +204,8 @@ def test_build_config_with_real_properties(workdir):
 
 
 def test_builtin_srgnn_uses_its_own_model_layer(workdir):
-    config = pipeline.build_config("RecBoleSRGNN", "tiny",
-                                   config_dict={"data_path": str(workdir / "data")})
+    config = build_config("RecBoleSRGNN", "tiny",
+                          config_dict={"data_path": str(workdir / "data")})
     # RecBole's SRGNN.yaml (step 1, embedding 64) applies; the plugin's SRGNN.yaml does not.
     assert config["embedding_size"] == 64
     assert "readout" not in config
@@ -213,16 +221,16 @@ def test_bad_config_file_is_an_input_error(tmp_path, content, match):
     if content is not None:
         path.write_text(content)
     with pytest.raises(InputError, match=match):
-        pipeline.build_config("GRU4Rec", "tiny", [str(path)], {"data_path": str(tmp_path)})
+        build_config("GRU4Rec", "tiny", [str(path)], {"data_path": str(tmp_path)})
 
 
 def test_missing_unregistered_dataset_is_an_input_error_not_a_download(tmp_path):
     with pytest.raises(InputError, match="not found"):
-        pipeline.build_config("GRU4Rec", "no-such-data", None, {"data_path": str(tmp_path)})
+        ready_config("GRU4Rec", "no-such-data", None, {"data_path": str(tmp_path)})
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "half.train.inter").write_text(HEADER + "\n")
     with pytest.raises(InputError, match="half.valid.inter"):
-        pipeline.build_config("GRU4Rec", "half", None, {"data_path": str(tmp_path)})
+        ready_config("GRU4Rec", "half", None, {"data_path": str(tmp_path)})
 
 
 def test_registered_dataset_is_prepared_with_the_merged_layers(tmp_path, monkeypatch):
@@ -235,11 +243,21 @@ def test_registered_dataset_is_prepared_with_the_merged_layers(tmp_path, monkeyp
         return write_tiny_benchmark(Path(config["data_path"]), name)
 
     monkeypatch.setattr(registry, "prepare_dataset", fake_prepare)
-    config = pipeline.build_config("GRU4Rec", "madeup", None,
-                                   {"data_path": str(tmp_path / "d"), "epochs": "7"})
+    config = ready_config("GRU4Rec", "madeup", None,
+                          {"data_path": str(tmp_path / "d"), "epochs": "7"})
     assert seen["name"] == "madeup"
     assert seen["config"]["epochs"] == 7 and seen["config"]["valid_metric"] == "MRR@10"
     assert Path(config["data_path"]) == (tmp_path / "d" / "madeup").resolve()
+
+
+def test_build_config_builds_and_checks_no_dataset(tmp_path):
+    """Making the dataset ready is its own step (``ready_config``): build_config reads YAML only."""
+    config = build_config("GRU4Rec", "no-such-data", None, {"data_path": str(tmp_path)})
+    assert config["dataset"] == "no-such-data"
+    config = build_config("GRU4Rec", "retailrocket-synthetic", None,
+                          {"data_path": str(tmp_path / "d"), "synthetic_n_events": 1000})
+    assert config["dataset"] == "retailrocket-synthetic"
+    assert not (tmp_path / "d").exists()  # nothing generated or converted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +280,7 @@ def test_run_end_to_end_results_json(gru_run):
         assert entry["epoch"] == epoch and entry["seconds"] > 0 and entry["train_loss"] > 0
         assert entry["anomaly_detection"] is False  # recorded per epoch: its time is not inflated
         assert 0.0 <= entry["mrr@10"] <= 1.0 and entry["valid_score"] == entry["mrr@10"]
-    # strict improvement (trainer.strict_early_stopping): of tied best epochs, the first is kept
+    # strict improvement (recbole_compat.strict_early_stopping): of tied best epochs, the first is kept
     best = max(results["valid_curve"], key=lambda e: (e["valid_score"], -e["epoch"]))
     assert results["best_epoch"] == best["epoch"]
     assert results["best_valid_score"] == results["best_valid_result"]["mrr@10"]
@@ -294,11 +312,11 @@ def test_tied_validation_scores_keep_the_first_best_epoch(workdir, monkeypatch, 
 
     monkeypatch.setattr(Trainer, "_valid_epoch", fixed_scores)
     saved_to = workdir / f"ties-{first_best}"
-    results = pipeline.run("GRU4Rec", "tiny",
-                           config_dict=tiny_dict(workdir, epochs=len(scores),
-                                                 stopping_step=stopping_step,
-                                                 checkpoint_dir=str(saved_to)),
-                           result_file=workdir / f"ties-{first_best}.json", quiet=True)
+    results = runs.run("GRU4Rec", "tiny",
+                       config_dict=tiny_dict(workdir, epochs=len(scores),
+                                             stopping_step=stopping_step,
+                                             checkpoint_dir=str(saved_to)),
+                       result_file=workdir / f"ties-{first_best}.json", quiet=True)
     assert [e["valid_score"] for e in results["valid_curve"]] == scores[:trained]
     assert results["epochs_trained"] == trained
     assert results["best_epoch"] == first_best == scores.index(max(scores))
@@ -319,7 +337,7 @@ def test_epoch_callback_once_per_epoch(gru_run):
 def test_evaluate_checkpoint_reproduces_test_metrics(gru_run, workdir):
     results, _, _ = gru_run
     out = workdir / "eval.json"
-    evaluated = pipeline.evaluate_checkpoint(results["checkpoint"], result_file=out, quiet=True)
+    evaluated = evaluate_checkpoint(results["checkpoint"], result_file=out, quiet=True)
     assert evaluated["test_result"] == results["test_result"]
     assert evaluated["checkpoint_epoch"] == results["best_epoch"]
     assert json.loads(out.read_text())["test_result"] == results["test_result"]
@@ -338,9 +356,9 @@ def test_run_plugin_srgnn(workdir):
     from recbole_srgnn.model import MODELS
 
     srgnn = MODELS["SRGNN"]  # the plugin model must exist: a KeyError here is a failure
-    assert pipeline.resolve_model("SRGNN") is srgnn
-    results = pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, epochs=1),
-                           result_file=workdir / "srgnn.json", saved=False, quiet=True)
+    assert resolve_model("SRGNN") is srgnn
+    results = runs.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, epochs=1),
+                       result_file=workdir / "srgnn.json", saved=False, quiet=True)
     assert RESULT_KEYS <= set(results)
     assert results["model"] == "SRGNN" and results["config"]["model"] == srgnn.__name__
     assert results["checkpoint"] is None and results["epochs_trained"] == 1
@@ -358,8 +376,8 @@ def test_run_without_test_evaluation(workdir, monkeypatch):
         return original(self, eval_data, *args, **kwargs)
 
     monkeypatch.setattr(SessionTrainer, "evaluate", counting_evaluate)
-    results = pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, epochs=2),
-                           result_file=workdir / "no-test.json", saved=False, quiet=True, test=False)
+    results = runs.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, epochs=2),
+                       result_file=workdir / "no-test.json", saved=False, quiet=True, test=False)
     assert results["test_result"] is None
     _check_metrics(results["best_valid_result"])
     # validation ran each epoch (through _valid_epoch -> evaluate), the test split never did
@@ -367,7 +385,7 @@ def test_run_without_test_evaluation(workdir, monkeypatch):
 
 
 def test_results_table_labels_hit_at_1():
-    table = pipeline.results_table({"hit@1": 0.25, "mrr@10": 0.5}, {"hit@1": 0.125, "mrr@10": 0.5})
+    table = results_table({"hit@1": 0.25, "mrr@10": 0.5}, {"hit@1": 0.125, "mrr@10": 0.5})
     lines = table.splitlines()
     assert "valid" in lines[0] and "test" in lines[0]
     hit = next(line for line in lines if line.startswith("Hit@1"))
@@ -390,12 +408,12 @@ def test_run_distributed_gives_each_rank_the_ddp_keys(workdir, monkeypatch):
         for rank in range(nprocs):
             fn(rank, *args)
 
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(runs, "run", fake_run)
     monkeypatch.setattr(mp, "spawn", fake_spawn)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     base = {"data_path": str(workdir / "data"), "gpu_id": "0,1", "epochs": "1"}
-    out = pipeline.run_distributed("GRU4Rec", "tiny", None, base, nproc=2, port=1234,
-                                   result_file="r.json", quiet=True)
+    out = distributed.run_distributed("GRU4Rec", "tiny", None, base, nproc=2, port=1234,
+                                      result_file="r.json", quiet=True)
     assert out == {"rank": 0}
     assert [c[3]["local_rank"] for c in calls] == [0, 1]
     for model, dataset, files, config_dict, kwargs in calls:
@@ -406,18 +424,18 @@ def test_run_distributed_gives_each_rank_the_ddp_keys(workdir, monkeypatch):
         assert kwargs == {"result_file": "r.json", "saved": True, "show_progress": True,
                           "quiet": True}
     with pytest.raises(InputError, match="gpu_id"):
-        pipeline.run_distributed("GRU4Rec", "tiny", None, {**base, "gpu_id": "0"}, nproc=2)
+        distributed.run_distributed("GRU4Rec", "tiny", None, {**base, "gpu_id": "0"}, nproc=2)
     with pytest.raises(InputError, match="world_size"):
-        pipeline.run_distributed("GRU4Rec", "tiny", None, base, nproc=2, world_size=1)
+        distributed.run_distributed("GRU4Rec", "tiny", None, base, nproc=2, world_size=1)
 
 
 def test_default_result_path_keeps_dotted_names_and_never_overwrites(tmp_path):
     config = {"checkpoint_dir": str(tmp_path)}
-    first = pipeline._default_result_path(config, "SRGNN", "data.v2")
+    first = default_result_path(config, "SRGNN", "data.v2")
     assert first.parent == tmp_path and first.name.startswith("SRGNN-data.v2-")
     assert first.suffix == ".json"
     first.write_text("{}")
-    second = pipeline._default_result_path(config, "SRGNN", "data.v2")
+    second = default_result_path(config, "SRGNN", "data.v2")
     assert second != first and not second.exists()
 
 
@@ -432,12 +450,12 @@ def test_train_on_valid_trains_on_both_splits_for_exactly_epochs(workdir, monkey
 
     monkeypatch.setattr(SessionTrainer, "_valid_epoch", worse_each_time)
     settings = dict(epochs=3, stopping_step=0)
-    plain = pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, **settings),
-                         result_file=workdir / "plain.json", saved=False, quiet=True)
+    plain = runs.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, **settings),
+                     result_file=workdir / "plain.json", saved=False, quiet=True)
     assert plain["epochs_trained"] == 2 and plain["best_epoch"] == 0  # early stopping works
-    refit = pipeline.run("SRGNN", "tiny",
-                         config_dict=tiny_dict(workdir, **settings, train_on_valid=True),
-                         result_file=workdir / "refit.json", saved=False, quiet=True)
+    refit = runs.run("SRGNN", "tiny",
+                     config_dict=tiny_dict(workdir, **settings, train_on_valid=True),
+                     result_file=workdir / "refit.json", saved=False, quiet=True)
     assert refit["train_cases"] == plain["train_cases"] + plain["valid_cases"]
     assert (refit["valid_cases"], refit["test_cases"]) == (plain["valid_cases"], plain["test_cases"])
     assert refit["epochs_trained"] == 3 and refit["best_epoch"] == 2  # no stop; the last is kept
@@ -447,5 +465,5 @@ def test_train_on_valid_trains_on_both_splits_for_exactly_epochs(workdir, monkey
 
 def test_train_on_valid_must_be_a_boolean(workdir):
     with pytest.raises(InputError, match="train_on_valid must be true or false"):
-        pipeline.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, train_on_valid="sometimes"),
-                     result_file=workdir / "bad.json", saved=False, quiet=True)
+        runs.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, train_on_valid="sometimes"),
+                 result_file=workdir / "bad.json", saved=False, quiet=True)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_srgnn import pipeline, prepared_data
+from recbole_srgnn import prepared_data
+from recbole_srgnn.training import runs
+from recbole_srgnn.training.datasets import ready_config
 from recbole_srgnn.errors import InputError
 from tiny_data import write_tiny_benchmark
 
@@ -28,8 +30,8 @@ def root(tmp_path_factory):
 
 
 def _config(root: Path, **extra):
-    return pipeline.build_config("SRGNN", "tinyprep", None,
-                                 {**TINY, "data_path": str(root / "data"), **extra})
+    return ready_config("SRGNN", "tinyprep", None,
+                        {**TINY, "data_path": str(root / "data"), **extra})
 
 
 @pytest.fixture(scope="module")
@@ -126,11 +128,11 @@ def test_a_failed_save_leaves_no_file(root, tmp_path, monkeypatch):
 
 def test_pipeline_results_are_the_same_with_prepared_data(root, prepared):
     options = {**TINY, "data_path": str(root / "data"), "checkpoint_dir": str(root / "saved")}
-    plain = pipeline.run("SRGNN", "tinyprep", config_dict=options, saved=False, quiet=True,
-                         result_file=root / "plain.json")
-    reused = pipeline.run("SRGNN", "tinyprep",
-                          config_dict={**options, "prepared_data_path": str(prepared)},
-                          saved=False, quiet=True, result_file=root / "reused.json")
+    plain = runs.run("SRGNN", "tinyprep", config_dict=options, saved=False, quiet=True,
+                     result_file=root / "plain.json")
+    reused = runs.run("SRGNN", "tinyprep",
+                      config_dict={**options, "prepared_data_path": str(prepared)},
+                      saved=False, quiet=True, result_file=root / "reused.json")
     assert reused["test_result"] == plain["test_result"]
     assert reused["best_valid_result"] == plain["best_valid_result"]
     assert (reused["num_items"], reused["train_cases"], reused["test_cases"]) == \

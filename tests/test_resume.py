@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from recbole_srgnn import pipeline
+from recbole_srgnn.training import runs
 from recbole_srgnn.errors import InputError
 from tiny_data import write_tiny_benchmark
 
@@ -63,8 +63,8 @@ def comparable(results: dict) -> dict:
 
 def run(root, model, name, **kwargs):
     extra = kwargs.pop("extra", {})
-    return pipeline.run(model_of(model), "tiny", config_dict=config(root, model, **extra),
-                        result_file=root / f"{name}.json", quiet=True, **kwargs)
+    return runs.run(model_of(model), "tiny", config_dict=config(root, model, **extra),
+                    result_file=root / f"{name}.json", quiet=True, **kwargs)
 
 
 @pytest.mark.parametrize("model", ["GRU4Rec", "SRGNN", "SRGNN-plateau"])
@@ -98,7 +98,7 @@ class CutMidEpoch(Exception):
 
 
 def recording_trainers(monkeypatch, cut: tuple[int, int] | None = None) -> list[dict]:
-    """Replace the pipeline's SessionTrainer by a subclass that records, when ``fit`` returns, the
+    """Replace ``runs.run``'s SessionTrainer by a subclass that records, when ``fit`` returns, the
     weights, the optimizer and the LR scheduler (copies). ``cut=(epoch, k)``: the training step
     raises CutMidEpoch after ``k`` batches (optimizer steps) of epoch index ``epoch``; the record
     then holds the weights at the cut and the epoch's number of batches."""
@@ -133,7 +133,7 @@ def recording_trainers(monkeypatch, cut: tuple[int, int] | None = None) -> list[
             records.append(snapshot(self))
             return result
 
-    monkeypatch.setattr(pipeline, "SessionTrainer", Recording)
+    monkeypatch.setattr(runs, "SessionTrainer", Recording)
     return records
 
 

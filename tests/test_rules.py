@@ -9,7 +9,8 @@ import pytest
 import torch
 from tiny_data import write_tiny_benchmark
 
-from recbole_srgnn import pipeline
+from recbole_srgnn.training import runs
+from recbole_srgnn.training.datasets import ready_config
 from recbole_srgnn.model import MODELS
 from recbole_srgnn.model.rules import POPULARITY_WEIGHT, SequenceRules, rule_table
 
@@ -76,7 +77,7 @@ def tiny(tmp_path_factory):
 def build(tiny, **extra):
     from recbole.data import create_dataset, data_preparation
 
-    config = pipeline.build_config("SequenceRules", "tiny", None, {
+    config = ready_config("SequenceRules", "tiny", None, {
         "data_path": str(tiny / "data"), "checkpoint_dir": str(tiny / "saved"),
         "show_progress": False, **extra})
     dataset = create_dataset(config)
@@ -131,7 +132,7 @@ def test_end_to_end_learns_the_deterministic_walk(tiny, monkeypatch):
     # Every tiny session walks item k -> k+1, so plain rules (no repeat boost) rank the true next
     # item first whenever the last item was seen as a source in training.
     monkeypatch.chdir(tiny)
-    results = pipeline.run("SequenceRules", "tiny", config_dict={
+    results = runs.run("SequenceRules", "tiny", config_dict={
         "data_path": str(tiny / "data"), "checkpoint_dir": str(tiny / "saved"),
         "show_progress": False, "repeat_boost": 0.0}, quiet=True)
     assert results["epochs_trained"] == 1

@@ -10,7 +10,8 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from recbole_srgnn import pipeline
+from recbole_srgnn.training.datasets import ready_config
+from recbole_srgnn.training.models import resolve_model
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.trainer import CHECKPOINT_FORMAT, SessionTrainer, load_checkpoint
 from tiny_data import write_tiny_benchmark as _write_tiny
@@ -32,7 +33,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(workdir):
-    config = pipeline.build_config("GRU4Rec", "tiny", config_dict=settings(workdir))
+    config = ready_config("GRU4Rec", "tiny", config_dict=settings(workdir))
     dataset = create_dataset(config)
     return data_preparation(config, dataset)
 
@@ -44,9 +45,9 @@ def settings(root: Path, **extra) -> dict:
 
 
 def make_trainer(root: Path, data, **extra) -> SessionTrainer:
-    config = pipeline.build_config("GRU4Rec", "tiny", config_dict=settings(root, **extra))
+    config = ready_config("GRU4Rec", "tiny", config_dict=settings(root, **extra))
     init_seed(config["seed"], config["reproducibility"])
-    model_class = pipeline.resolve_model("GRU4Rec")
+    model_class = resolve_model("GRU4Rec")
     trainer = SessionTrainer(config, model_class(config, data[0]._dataset), model_name="GRU4Rec")
     trainer.settings = {"epochs": config["epochs"]}
     return trainer
@@ -163,14 +164,14 @@ def test_no_schedule(workdir, data):
 
 def test_plugin_models_default_to_plateau_and_the_paper_schedule_is_one_option_away(workdir):
     for model in ("SRGNN", "LastItem"):
-        config = pipeline.build_config(model, "tiny", config_dict=settings(workdir))
+        config = ready_config(model, "tiny", config_dict=settings(workdir))
         assert config["lr_scheduler"] == "plateau" and config["lr_decay_rate"] == 0.1
         assert config["lr_decay_patience"] == 0
-        paper = pipeline.build_config(model, "tiny",
-                                      config_dict=settings(workdir, lr_scheduler="step"))
+        paper = ready_config(model, "tiny",
+                             config_dict=settings(workdir, lr_scheduler="step"))
         assert (paper["lr_scheduler"], paper["lr_decay_step"], paper["lr_decay_rate"]) == \
             ("step", 3, 0.1)
-    gru = pipeline.build_config("GRU4Rec", "tiny", config_dict=settings(workdir))
+    gru = ready_config("GRU4Rec", "tiny", config_dict=settings(workdir))
     assert gru["lr_scheduler"] == "step" and gru["lr_decay_step"] == 0  # RecBole's: constant
 
 
@@ -274,7 +275,7 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
 
 
 def test_strict_early_stopping_rule():
-    from recbole_srgnn.trainer import strict_early_stopping
+    from recbole_srgnn.training.recbole_compat import strict_early_stopping
 
     assert strict_early_stopping(0.5, 0.4, 2, 3) == (0.5, 0, False, True)
     # an equal score is no improvement (RecBole's own rule would reset patience here)

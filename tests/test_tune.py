@@ -411,7 +411,7 @@ def test_trials_run_one_after_another_in_one_reused_worker(search):
 
 
 def test_best_yaml_reproduces_the_best_trial(search, ray_session):
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.config import build_config
 
     _, out = search
     text = (out / "best.yaml").read_text()
@@ -424,7 +424,7 @@ def test_best_yaml_reproduces_the_best_trial(search, ray_session):
     assert values["step"] == int(ok["step"]) and values["lr_decay_step"] == 1
     assert values["my_unused_option"] == 7 and values["epochs"] == 2
     assert values["train_batch_size"] == 512 and values["synthetic_n_events"] == 40000
-    config = pipeline.build_config("SRGNN", "retailrocket-synthetic", [str(out / "best.yaml")])
+    config = build_config("SRGNN", "retailrocket-synthetic", [str(out / "best.yaml")])
     assert config["learning_rate"] == pytest.approx(values["learning_rate"])
     assert config["step"] == values["step"] and config["epochs"] == 2
     assert config["embedding_size"] == 16

@@ -8,7 +8,7 @@
 
 (``python -m benchmarks.compare`` in a checkout is the same command under its former name.)
 
-Every run goes through ``recbole_srgnn.pipeline.run`` (the pipeline of ``run.py``: validation
+Every run goes through ``recbole_srgnn.training.runs.run`` (the pipeline of ``run.py``: validation
 every epoch, early stopping, the best epoch's model tested). Its results JSON is stored as
 ``<out>/runs/<row>/<tag>-seed<k>.json`` (``<out>`` defaults to ``benchmarks/results/<name>`` of
 the checkout that holds the config or the current directory: ``results_dir``), written
@@ -107,18 +107,18 @@ def _command_line(args, exp: Experiment, out: Path, prog: str) -> str:
 
 
 def _resolve_models(exp: Experiment) -> None:
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.models import resolve_model
 
     for entry in exp.models:
         try:
-            pipeline.resolve_model(entry.model)
+            resolve_model(entry.model)
         except InputError as exc:
             raise InputError(f"{exp.path}: model {entry.name}: {exc}") from None
 
 
 def _preflight(exp: Experiment, todo: Sequence[RunSpec]) -> None:
     """Check names and settings, and build a registered dataset once, before any run."""
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.datasets import ready_config
 
     checked = set()
     for spec in todo:
@@ -132,7 +132,7 @@ def _preflight(exp: Experiment, todo: Sequence[RunSpec]) -> None:
         checked.add(spec.name)
         try:
             with quiet:
-                pipeline.build_config(spec.model, spec.dataset, None, config)
+                ready_config(spec.model, spec.dataset, None, config)
         except InputError as exc:
             raise InputError(f"{exp.path}: model {spec.name}: {exc}") from None
 

@@ -246,7 +246,7 @@ def parse_experiment(data: Any, path: str = "<config>") -> Experiment:
 
 
 def load_experiment(path: str | os.PathLike) -> Experiment:
-    from recbole_srgnn.pipeline import load_yaml  # RecBole-compatible YAML (1e-3 is a float)
+    from recbole_srgnn.training.config import load_yaml  # RecBole-compatible YAML (1e-3 is a float)
 
     return parse_experiment(load_yaml(path), str(path))
 

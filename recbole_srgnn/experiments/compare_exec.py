@@ -1,4 +1,4 @@
-"""Running one comparison run: through ``pipeline.run``, in a child process or in this one.
+"""Running one comparison run: through ``training.runs.run``, in a child process or in this one.
 
 An isolated run (the default) is a child process (``python -m recbole_srgnn.compare --run-one
 JOB``) so that its peak memory is its own; it reports each validation epoch on a marked stdout
@@ -41,13 +41,14 @@ def _load_average() -> list[float] | None:
 
 
 def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = None) -> dict:
-    """Train/test one run through ``pipeline.run`` and write its JSON atomically (used in the
+    """Train/test one run through ``training.runs.run`` and write its JSON atomically (used in the
     child process and in-process). ``job``: model, dataset, config_dict, path, compare, threads,
     scratch, resume_file (optional: continue from / keep the training state there).
     ``on_epoch({"epoch", "score", "seconds"})`` follows each validation."""
     import torch
 
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.results import write_results
+    from recbole_srgnn.training.runs import run
 
     scratch = Path(job["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
@@ -64,10 +65,10 @@ def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = Non
         resume_file = job.get("resume_file")
         if resume_file:
             Path(resume_file).parent.mkdir(parents=True, exist_ok=True)
-        results = pipeline.run(job["model"], job["dataset"], config_dict=config,
-                               result_file=tmp_result, saved=False, show_progress=False,
-                               quiet=True, epoch_callback=_epoch_callback(on_epoch),
-                               resume_file=resume_file)
+        results = run(job["model"], job["dataset"], config_dict=config,
+                      result_file=tmp_result, saved=False, show_progress=False,
+                      quiet=True, epoch_callback=_epoch_callback(on_epoch),
+                      resume_file=resume_file)
         with contextlib.suppress(FileNotFoundError):
             tmp_result.unlink()
     finally:
@@ -85,7 +86,7 @@ def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = Non
         "load_average_end": _load_average(),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    pipeline.write_results(results, final)
+    write_results(results, final)
     if resume_file:
         remove_empty_parents(Path(resume_file), stop=final.parents[2])
     return results

@@ -174,7 +174,7 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
                  f"{run.get('valid_cases', '?')} valid / {run.get('test_cases', '?')} test cases)")
     lines += [
         f"- Dataset: `{exp.dataset}`{sizes}.",
-        f"- Protocol: every model trains through `recbole_srgnn.pipeline.run` (the `run.py` "
+        f"- Protocol: every model trains through `recbole_srgnn.training.runs.run` (the `run.py` "
         f"pipeline): validation every epoch, early stopping on validation {metric}, the best "
         "epoch's weights tested; full ranking over all items, one test case per (prefix → next "
         "item).",

@@ -145,7 +145,7 @@ def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, 
               say, scratch: str) -> dict:
     import torch
 
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training import checkpoints
     from recbole_srgnn.model.ensemble import SeedEnsemble, evaluating
 
     if plan.threads:
@@ -158,10 +158,10 @@ def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, 
     t0 = time.perf_counter()
 
     def load(refit: bool):
-        loaded = pipeline.load_trained(model_path(out, seeds[0], expected, refit),
-                                       {**evaluation, "rule_fusion": max(plan.alphas),
-                                        "checkpoint_dir": scratch, "threads": plan.threads},
-                                       quiet=True)
+        loaded = checkpoints.load_trained(model_path(out, seeds[0], expected, refit),
+                                          {**evaluation, "rule_fusion": max(plan.alphas),
+                                           "checkpoint_dir": scratch, "threads": plan.threads},
+                                          quiet=True)
         base = loaded.trainer.model
         rules, base.rules = base.rules, None
         members = [base] + [_member(base, model_path(out, s, expected, refit))

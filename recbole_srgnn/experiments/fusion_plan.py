@@ -197,11 +197,11 @@ def read_seed(path: Path, expected_hash: str) -> dict | None:
 
 def expected_settings(plan: FusionPlan, seed: int) -> dict:
     """The options a seed's training uses: the config files, then ``settings``, then the seed."""
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training.config import load_yaml
 
     merged: dict = {}
     for path in plan.config_paths():
-        merged.update(pipeline.load_yaml(path))
+        merged.update(load_yaml(path))
     merged.update(plan.settings)
     merged["seed"] = seed
     return merged

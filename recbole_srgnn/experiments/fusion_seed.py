@@ -47,7 +47,7 @@ def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print, *,
     (``train_on_valid``) for exactly that many epochs."""
     import torch
 
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training import runs
 
     if plan.threads:  # also for the ensemble's rebuilds, which call this directly
         torch.set_num_threads(plan.threads)
@@ -71,7 +71,7 @@ def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print, *,
         say(f"    refit epoch {epoch + 1}/{refit_epochs} done" if refit_epochs
             else f"    epoch {epoch + 1}: valid {score:.4f}", flush=True)
 
-    trained = pipeline.run(
+    trained = runs.run(
         plan.model, plan.dataset, plan.config_paths(), config_dict, saved=True, quiet=True,
         test=False, result_file=scratch / f"{name}.json", resume_file=resume_file,
         epoch_callback=progress)
@@ -88,7 +88,7 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     interruption continues training there, or reuses the finished training."""
     import torch
 
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training import checkpoints
 
     if plan.threads:
         torch.set_num_threads(plan.threads)
@@ -103,9 +103,9 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     train_seconds = trained.get("seconds_total")
     # Rebuild the best checkpoint with the rule scorer (largest alpha; the weight is set per sweep).
     evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
-    loaded = pipeline.load_trained(trained["checkpoint"],
-                                   {**evaluation, "rule_fusion": max(plan.alphas),
-                                    "threads": plan.threads}, quiet=True)
+    loaded = checkpoints.load_trained(trained["checkpoint"],
+                                      {**evaluation, "rule_fusion": max(plan.alphas),
+                                       "threads": plan.threads}, quiet=True)
     net, trainer = loaded.trainer.model, loaded.trainer
     metric = str(loaded.config["valid_metric"]).lower()
     boosts = plan.repeat_boosts or [net.rules.repeat_boost]
@@ -165,7 +165,7 @@ def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bo
     cases are training data now. The rules come from the same training + validation cases."""
     import torch
 
-    from recbole_srgnn import pipeline
+    from recbole_srgnn.training import checkpoints
 
     if plan.threads:
         torch.set_num_threads(plan.threads)
@@ -174,9 +174,9 @@ def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bo
     trained = train_seed(plan, seed, scratch, say, refit_epochs=epochs)
     evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
     alpha, boost = record["chosen_alpha"], record.get("chosen_repeat_boost")
-    loaded = pipeline.load_trained(trained["checkpoint"],
-                                   {**evaluation, "rule_fusion": alpha or max(plan.alphas),
-                                    "threads": plan.threads}, quiet=True)
+    loaded = checkpoints.load_trained(trained["checkpoint"],
+                                      {**evaluation, "rule_fusion": alpha or max(plan.alphas),
+                                       "threads": plan.threads}, quiet=True)
     net, trainer = loaded.trainer.model, loaded.trainer
 
     def evaluate(a: float) -> dict:
