@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recbole_srgnn import tune, tune_report
-from recbole_srgnn.tune_space import load_space, parse_space
+from recbole_srgnn.tune import cli, driver, finish
+from recbole_srgnn.tune import records as tune_records
+from recbole_srgnn.tune import report as tune_report
+from recbole_srgnn.tune.space import load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
 from tiny_data import write_tiny_benchmark  # noqa: E402
@@ -123,7 +125,7 @@ def test_bad_space_file_exits_2_with_one_line(case, tmp_path, capsys):
     text, expected = BAD_SPACES[case]
     space = tmp_path / "space.yaml"
     space.write_text(text)
-    rc = tune.main([f"--space={space}", f"--output={tmp_path / 'out'}"])
+    rc = cli.main([f"--space={space}", f"--output={tmp_path / 'out'}"])
     assert rc == 2
     line = _one_error_line(capsys)
     assert expected in line and str(space) in line
@@ -131,7 +133,7 @@ def test_bad_space_file_exits_2_with_one_line(case, tmp_path, capsys):
 
 
 def test_missing_space_file_exits_2(tmp_path, capsys):
-    rc = tune.main([f"--space={tmp_path / 'nope.yaml'}", f"--output={tmp_path / 'out'}"])
+    rc = cli.main([f"--space={tmp_path / 'nope.yaml'}", f"--output={tmp_path / 'out'}"])
     assert rc == 2
     assert "does not exist" in _one_error_line(capsys)
 
@@ -143,7 +145,7 @@ def test_space_error_needs_no_ray_or_recbole(tmp_path):
 
     space = tmp_path / "bad.yaml"
     space.write_text("lr: {type: uniform, low: 2, high: 1}\n")
-    code = ("import sys; from recbole_srgnn import tune; rc = tune.main(sys.argv[1:]); "
+    code = ("import sys; from recbole_srgnn.tune import cli; rc = cli.main(sys.argv[1:]); "
             "assert 'ray' not in sys.modules and 'recbole' not in sys.modules, 'imported'; "
             "sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code, f"--space={space}",
@@ -167,18 +169,18 @@ def test_space_error_needs_no_ray_or_recbole(tmp_path):
 def test_cli_option_errors(argv, expected, tmp_path, capsys):
     space = tmp_path / "s.yaml"
     space.write_text("learning_rate: {type: loguniform, low: 1e-4, high: 1e-2}\n")
-    rc = tune.main([f"--space={space}", f"--output={tmp_path / 'out'}", *argv])
+    rc = cli.main([f"--space={space}", f"--output={tmp_path / 'out'}", *argv])
     assert rc == 2
     assert expected in _one_error_line(capsys)
 
 
 def test_output_is_required(capsys):
-    assert tune.main(["--space=recbole_srgnn/properties/tune/SRGNN.yaml"]) == 2
+    assert cli.main(["--space=recbole_srgnn/properties/tune/SRGNN.yaml"]) == 2
     assert "--output" in _one_error_line(capsys)
 
 
 def test_resume_without_a_search_exits_2(tmp_path, capsys):
-    assert tune.main(["--resume", f"--output={tmp_path}"]) == 2
+    assert cli.main(["--resume", f"--output={tmp_path}"]) == 2
     assert "holds no search" in _one_error_line(capsys)
 
 
@@ -186,7 +188,7 @@ def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
-    rc = tune.main(["--space=recbole_srgnn/properties/tune/SRGNN.yaml", "--search=optuna",
+    rc = cli.main(["--space=recbole_srgnn/properties/tune/SRGNN.yaml", "--search=optuna",
                     f"--output={tmp_path / 'out'}"])
     assert rc == 2
     line = _one_error_line(capsys)
@@ -196,20 +198,20 @@ def test_optuna_missing_is_one_line(tmp_path, capsys, monkeypatch):
 def test_optuna_refuses_grid(tmp_path, capsys):
     space = tmp_path / "s.yaml"
     space.write_text("embedding_size: {type: grid, values: [8, 16]}\n")
-    rc = tune.main([f"--space={space}", "--search=optuna", f"--output={tmp_path / 'out'}"])
+    rc = cli.main([f"--space={space}", "--search=optuna", f"--output={tmp_path / 'out'}"])
     assert rc == 2
     assert "grid" in _one_error_line(capsys)
 
 
 def test_best_yaml_names_no_machine_folder_the_user_did_not_give(tmp_path, monkeypatch):
     prepared = {"data_path": "/abs/where/the/driver/found/dataset/", "eval_batch_size": 2048}
-    assert tune._best_yaml_options({"options": {"eval_batch_size": "2048"}}, prepared) == {
+    assert finish.best_yaml_options({"options": {"eval_batch_size": "2048"}}, prepared) == {
         "eval_batch_size": 2048}
-    assert tune._best_yaml_options({"options": {"data_path": "dataset/"}}, prepared) == prepared
+    assert finish.best_yaml_options({"options": {"data_path": "dataset/"}}, prepared) == prepared
     monkeypatch.chdir(tmp_path)
-    assert tune._shown_path(tmp_path / "out" / "best.yaml") == str(Path("out") / "best.yaml")
+    assert finish.shown_path(tmp_path / "out" / "best.yaml") == str(Path("out") / "best.yaml")
     outside = tmp_path.parent / "elsewhere" / "best.yaml"
-    assert tune._shown_path(outside) == str(outside)
+    assert finish.shown_path(outside) == str(outside)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +225,7 @@ def test_ray_domains_sample_inside_the_declared_ranges():
         "u: {type: uniform, low: -1, high: 1}\n"
         "readout: {type: choice, values: [hybrid, global]}\n"
     )
-    domains = tune._param_space(space)
+    domains = driver.param_space(space)
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -246,9 +248,9 @@ def test_optuna_accepts_the_shipped_spaces():
     for model in ("SRGNN", "GRU4Rec", "NARM"):
         space = load_space(REPO / "recbole_srgnn" / "properties" / "tune" / f"{model}.yaml")
         space.check_search("optuna")
-        searcher = tune._search_alg({"search": "optuna", "seed": 0})
+        searcher = driver.search_alg({"search": "optuna", "seed": 0})
         assert isinstance(searcher, OptunaSearch)
-        assert searcher.set_search_properties("best_valid_score", "max", tune._param_space(space))
+        assert searcher.set_search_properties("best_valid_score", "max", driver.param_space(space))
         suggestion = searcher.suggest("t1")
         assert set(suggestion) == {p.name for p in space.sampled}
         values = space.config_values(suggestion)
@@ -262,7 +264,7 @@ def _events(tmp_path: Path, rows: list[dict]) -> Path:
     exp = tmp_path / "experiment"
     exp.mkdir(parents=True, exist_ok=True)
     for row in rows:
-        tune_report.append_event(exp, row)
+        tune_records.append_event(exp, row)
     return exp
 
 
@@ -285,7 +287,7 @@ def test_collect_trials_statuses_and_selection_on_validation(tmp_path):
         {"event": "start", "trial_id": "d", "time": 8.0, "params": {"lr": 0.4}, "values": {"lr": 0.4}},
         {"event": "result", "trial_id": "d", "time": 9.0, "epoch": 1, "valid_score": 0.1},
     ])
-    records = tune_report.collect_trials(exp, bigger=True)
+    records = tune_records.collect_trials(exp, bigger=True)
     by_id = {r.trial_id: r for r in records}
     assert [r.index for r in records] == [0, 1, 2, 3]
     assert by_id["a"].status == "completed"
@@ -301,10 +303,10 @@ def test_collect_trials_statuses_and_selection_on_validation(tmp_path):
         {"event": "result", "trial_id": "e", "time": 2.0, "epoch": 2, "valid_score": 0.5},
         {"event": "complete", "trial_id": "e", "time": 3.0, "summary": {"best_epoch": 2}},
     ])
-    (e,) = tune_report.collect_trials(exp2)
+    (e,) = tune_records.collect_trials(exp2)
     assert (e.best_epoch, e.best_valid_score) == (2, 0.5)
-    assert tune_report.best_trial(records, bigger=True).trial_id == "b"
-    assert tune_report.best_trial(records, bigger=False).trial_id == "d"
+    assert tune_records.best_trial(records, bigger=True).trial_id == "b"
+    assert tune_records.best_trial(records, bigger=False).trial_id == "d"
     text = tune_report.trials_csv_text(records, ["lr"], "MRR@10")
     rows = list(csv.DictReader(text.splitlines()))
     assert [row["status"] for row in rows] == ["completed", "stopped", "failed", "interrupted"]
@@ -353,7 +355,7 @@ def search(ray_session):
     out = root / "search"
     argv = ["--model=SRGNN", f"--space={space}", "--num_samples=1", "--max_epochs=2",
             f"--output={out}", f"--data_path={root / 'default_data'}", *DEFAULT_DATA]
-    rc = tune.main(argv)
+    rc = cli.main(argv)
     return rc, out
 
 
@@ -452,7 +454,7 @@ def test_report_has_best_config_test_metrics_and_overhead(search):
 
 def test_second_search_in_the_same_output_is_refused(search, capsys):
     _, out = search
-    assert tune.main([f"--output={out}", "--space=recbole_srgnn/properties/tune/SRGNN.yaml"]) == 2
+    assert cli.main([f"--output={out}", "--space=recbole_srgnn/properties/tune/SRGNN.yaml"]) == 2
     assert "--resume" in _one_error_line(capsys)
 
 
@@ -475,7 +477,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(ray_session,
     argv = ["--model=GRU4Rec", "--dataset=tinytune", f"--space={space}", "--num_samples=3",
             "--max_epochs=1", "--scheduler=fifo", f"--output={out}",
             f"--data_path={root / 'data'}", *TINY]
-    rc = tune.main(argv, extra_callbacks=[_interrupt_after_first_trial()])
+    rc = cli.main(argv, extra_callbacks=[_interrupt_after_first_trial()])
     assert rc == 130
     captured = capsys.readouterr()
     assert "--resume" in captured.err
@@ -491,10 +493,10 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(ray_session,
     assert not (out / "report.md").exists()
 
     # changing the experiment on resume is refused
-    assert tune.main(["--resume", f"--output={out}", "--num_samples=5"]) == 2
+    assert cli.main(["--resume", f"--output={out}", "--num_samples=5"]) == 2
     assert "--num_samples=3" in _one_error_line(capsys)
 
-    rc = tune.main(["--resume", f"--output={out}"])
+    rc = cli.main(["--resume", f"--output={out}"])
     assert rc == 0
     rows = _read_csv(out / "trials.csv")
     assert len(rows) == 3 and all(row["status"] == "completed" for row in rows)
