@@ -18,11 +18,44 @@ class InputError(Exception):
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors raise :class:`InputError` (printed by ``cli_errors`` as one
-    line, exit 2) instead of printing the usage block and exiting."""
+    """argparse for the project's commands, with one spelling convention and one-line errors.
+
+    * Usage errors raise :class:`InputError` (printed by ``cli_errors`` as one line, exit 2)
+      instead of printing the usage block and exiting.
+    * Flags are spelled with underscores, like RecBole's config keys (``--data_path``,
+      ``--session_gap``, ``--dry_run``); the hyphenated spelling of a flag this parser declares
+      (``--data-path``, ``--dry-run``) is accepted too, as are the names in ``flag_aliases``
+      (e.g. ``{"--out": "--output"}``). Neither shows in ``--help``. Arguments the parser does
+      not declare (RecBole options passed on) are left exactly as given.
+    """
+
+    def __init__(self, *args, flag_aliases: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.flag_aliases = dict(flag_aliases or {})
 
     def error(self, message: str):
         raise InputError(f"{self.prog}: {message}")
+
+    def _spelled(self, argv: list[str]) -> list[str]:
+        declared = set(self._option_string_actions)
+        out = []
+        for arg in argv:
+            if arg == "--":
+                out.extend(argv[len(out):])
+                break
+            if arg.startswith("--"):
+                name, sep, value = arg.partition("=")
+                name = self.flag_aliases.get(name, name)
+                underscored = "--" + name[2:].replace("-", "_")
+                if name not in declared and underscored in declared:
+                    name = underscored
+                arg = name + sep + value
+            out.append(arg)
+        return out
+
+    def parse_known_args(self, args=None, namespace=None):
+        argv = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(self._spelled(argv), namespace)
 
 
 def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
