@@ -98,6 +98,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "MAX_ITEM_LIST_LENGTH": _int_at_least(1),
     "lr_decay_step": _int_at_least(0),
     "lr_decay_patience": _int_at_least(0),
+    "lr_decay_updates": _int_at_least(0),
     "lr_decay_rate": _number_in(0, 1, low_open=True),
     "lr_scheduler": _choice("plateau", "step", "none"),
     "learner": _choice("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam"),

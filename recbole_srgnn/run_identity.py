@@ -30,6 +30,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "train_on_valid": False,  # the final fit on train + valid
     "lr_scheduler": "step",   # the plugin models' schedule was the paper's step decay
     "lr_decay_restore_best": False,  # plateau decay first went on from the current weights
+    "lr_decay_updates": 0,    # plateau decay first waited for the validation alone
 }
 
 
