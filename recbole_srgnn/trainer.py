@@ -57,7 +57,11 @@ from recbole.utils import get_local_time
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
-from recbole_srgnn.run_identity import RESUME_EXEMPT, without_added_defaults
+from recbole_srgnn.run_identity import (
+    RESUME_EXEMPT,
+    without_added_defaults,
+    without_removed_defaults,
+)
 
 CHECKPOINT_FORMAT = "recbole_srgnn-1"
 RESUME_FORMAT = "recbole_srgnn-resume-1"
@@ -499,9 +503,10 @@ def resume_progress(path: str | os.PathLike) -> dict | None:
 def _identity(settings: Mapping | None) -> dict | None:
     if settings is None:
         return None
-    # a state written before a setting existed still resumes a run that keeps its old value
-    return without_added_defaults(
-        {key: value for key, value in settings.items() if key not in RESUME_EXEMPT})
+    # a state written before a setting existed (or while a removed one did) still resumes a run
+    # that keeps its old value
+    return without_removed_defaults(without_added_defaults(
+        {key: value for key, value in settings.items() if key not in RESUME_EXEMPT}))
 
 
 def _rng_states(train_data) -> dict:
