@@ -58,7 +58,7 @@ import numpy as np
 
 from recbole_srgnn.data.benchmark_files import Cases, sessions_to_cases, write_cases
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.files import atomic_outputs, sha256_of
+from recbole_srgnn.files import atomic_outputs, check_output_file, sha256_of
 
 FORMAT = "recbole-srgnn/retailrocket-benchmark-v1"
 EVENT_TYPES = ("view", "addtocart", "transaction")
@@ -684,6 +684,8 @@ def convert_events(events_path: str | os.PathLike, out_dir: str | os.PathLike,
     if not name:
         raise InputError(f"cannot name a dataset after the output directory {out_dir}")
     paths = output_paths(out_dir, name, bool(options.valid_days))
+    for path in paths.values():  # before any work: a bad output path fails at once
+        check_output_file(path, "output file")
     params = options.as_dict()
     input_info = {"path": str(events_path.resolve()), "size": events_path.stat().st_size,
                   "sha256": sha256_of(events_path)}
