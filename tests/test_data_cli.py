@@ -188,3 +188,24 @@ def test_an_output_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys)
 
     assert cli.main(["synthetic", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: --out {tmp_path} is a folder")
+
+
+def test_binary_input_in_a_real_terminal_session_is_one_printable_line(tmp_path):
+    """The real command on a binary file: stderr is one short line without control characters
+    (before, ~400 raw bytes reached the terminal); a gzip file named .csv is simply read."""
+    binary = tmp_path / "events.csv"
+    binary.write_bytes(bytes(range(256)) * 20)
+    bad = run_cli("retailrocket", "--events", binary, "--out", tmp_path / "o")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert len(bad.stderr.splitlines()) == 1 and bad.stderr.endswith("\n")
+    line = bad.stderr.rstrip("\n")
+    assert line.isprintable() and len(line) < 200 + len(str(binary)), line
+    assert not (tmp_path / "o").exists()
+
+    import gzip
+
+    gzipped = tmp_path / "gzipped.csv"
+    gzipped.write_bytes(gzip.compress(tiny_events(tmp_path / "plain.csv").read_bytes()))
+    good = run_cli("retailrocket", "--events", gzipped, "--out", tmp_path / "g", "--quiet")
+    assert good.returncode == 0, good.stderr
+    assert (tmp_path / "g" / "g.test.inter").is_file()
