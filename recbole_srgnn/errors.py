@@ -1,4 +1,5 @@
-"""User-facing errors and the command-line wrapper that turns them into one clean line."""
+"""User-facing errors, the command-line wrapper that turns them into one clean line, and the
+helpers that keep untrusted content in a message short and printable."""
 
 from __future__ import annotations
 
@@ -15,6 +16,29 @@ class InputError(Exception):
     Command lines print its message as one line on stderr and exit with code 2, without a
     traceback. Library callers can catch it like any exception.
     """
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (control characters, escape sequences)
+    written as its backslash escape, so that a message never drives the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+def excerpt(value: str | bytes, limit: int = 40) -> str:
+    """A short, quoted, escaped excerpt of untrusted content for a one-line message.
+
+    At most ``limit`` characters of ``value`` (or bytes, shown with Python's escapes),
+    non-printable ones escaped, and ``...`` after the quote when it was cut (an ESC
+    character shows as the four characters ``\\x1b``).
+    """
+    if isinstance(value, bytes):  # Python's bytes escapes: ASCII only, never cut inside one
+        return f"'{repr(value[:limit])[2:-1]}'" + ("..." if len(value) > limit else "")
+    text = str(value)
+    shown = printable(text[:limit]).replace("'", "\\'")
+    return f"'{shown}'" + ("..." if len(text) > limit else "")
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -66,7 +90,7 @@ def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             rc = main(*args, **kwargs)
         except InputError as exc:
-            message = " ".join(str(exc).split())
+            message = printable(" ".join(str(exc).split()))
             print(f"error: {message}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
