@@ -1,9 +1,10 @@
 """``python -m benchmarks.compare``: the comparison runner under the name that committed reports
-and configs cite; the runner is ``python -m recbole_srgnn.compare``
-(``recbole_srgnn.experiments.compare_cli``)."""
+and configs cite, on the team's real data (``benchmarks.team_data``); the runner is
+``python -m recbole_srgnn.compare`` (``recbole_srgnn.experiments.compare_cli``)."""
 
 import sys
 
+from benchmarks.team_data import use_team_data
 from recbole_srgnn.errors import sigterm_as_interrupt
 from recbole_srgnn.experiments import compare_cli
 
@@ -11,7 +12,9 @@ PROG = "python -m benchmarks.compare"
 
 
 def main(argv=None) -> int:
-    """The comparison command line, named ``python -m benchmarks.compare`` in its output."""
+    """The comparison command line, named ``python -m benchmarks.compare`` in its output; real
+    sources are found in ``../shared/data`` unless ``$RECBOLE_SRGNN_SHARED_DATA`` says otherwise."""
+    use_team_data()
     return compare_cli.main(argv, prog=PROG)
 
 

@@ -10,7 +10,8 @@ is also timed against RecBole's built-in graph construction on identical batches
     python -m benchmarks.speed                       # both datasets, all models
     python -m benchmarks.speed --datasets retailrocket-synthetic --batches 10 --rounds 1
 
-Writes ``<out>/speed.md`` and ``<out>/speed.json`` (default ``benchmarks/results``).
+Writes ``<out>/speed.md`` and ``<out>/speed.json`` (default ``benchmarks/results``). The real
+dataset's source is found in ``../shared/data`` (``benchmarks.team_data``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.team_data import use_team_data
 from recbole_srgnn.experiments.machine import machine as experiment_machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,6 +279,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    use_team_data()  # retailrocket-cotrec's source: ../shared/data unless the variable is set
     if args.worker:
         print(json.dumps(worker(args)))
         return 0

@@ -1,4 +1,5 @@
-"""User-facing errors and the command-line wrapper that turns them into one clean line."""
+"""User-facing errors, the command-line wrapper that turns them into one clean line, and the
+helpers that keep untrusted content in a message short and printable."""
 
 from __future__ import annotations
 
@@ -17,12 +18,68 @@ class InputError(Exception):
     """
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (control characters, escape sequences)
+    written as its backslash escape, so that a message never drives the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+def excerpt(value: str | bytes, limit: int = 40) -> str:
+    """A short, quoted, escaped excerpt of untrusted content for a one-line message.
+
+    At most ``limit`` characters of ``value`` (or bytes, shown with Python's escapes),
+    non-printable ones escaped, and ``...`` after the quote when it was cut (an ESC
+    character shows as the four characters ``\\x1b``).
+    """
+    if isinstance(value, bytes):  # Python's bytes escapes: ASCII only, never cut inside one
+        return f"'{repr(value[:limit])[2:-1]}'" + ("..." if len(value) > limit else "")
+    text = str(value)
+    shown = printable(text[:limit]).replace("'", "\\'")
+    return f"'{shown}'" + ("..." if len(text) > limit else "")
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors raise :class:`InputError` (printed by ``cli_errors`` as one
-    line, exit 2) instead of printing the usage block and exiting."""
+    """argparse for the project's commands, with one spelling convention and one-line errors.
+
+    * Usage errors raise :class:`InputError` (printed by ``cli_errors`` as one line, exit 2)
+      instead of printing the usage block and exiting.
+    * Flags are spelled with underscores, like RecBole's config keys (``--data_path``,
+      ``--session_gap``, ``--dry_run``); the hyphenated spelling of a flag this parser declares
+      (``--data-path``, ``--dry-run``) is accepted too, as are the names in ``flag_aliases``
+      (e.g. ``{"--out": "--output"}``). Neither shows in ``--help``. Arguments the parser does
+      not declare (RecBole options passed on) are left exactly as given.
+    """
+
+    def __init__(self, *args, flag_aliases: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.flag_aliases = dict(flag_aliases or {})
 
     def error(self, message: str):
         raise InputError(f"{self.prog}: {message}")
+
+    def _spelled(self, argv: list[str]) -> list[str]:
+        declared = set(self._option_string_actions)
+        out = []
+        for arg in argv:
+            if arg == "--":
+                out.extend(argv[len(out):])
+                break
+            if arg.startswith("--"):
+                name, sep, value = arg.partition("=")
+                name = self.flag_aliases.get(name, name)
+                underscored = "--" + name[2:].replace("-", "_")
+                if name not in declared and underscored in declared:
+                    name = underscored
+                arg = name + sep + value
+            out.append(arg)
+        return out
+
+    def parse_known_args(self, args=None, namespace=None):
+        argv = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(self._spelled(argv), namespace)
 
 
 def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -33,7 +90,7 @@ def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             rc = main(*args, **kwargs)
         except InputError as exc:
-            message = " ".join(str(exc).split())
+            message = printable(" ".join(str(exc).split()))
             print(f"error: {message}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -1,24 +1,104 @@
-"""Small file helpers: atomic multi-file writes, claims on work in progress, content checksums."""
+"""Small file helpers: atomic multi-file writes, output-path checks, claims on work in progress,
+content checksums.
+
+Every output is written under a temporary name and renamed into place. The temporary name is
+hidden and says who writes it: ``.<name>.tmp-<host>-<pid>``. A writer that is killed (SIGKILL,
+power loss) leaves its temporary file behind; the next write into the same folder removes the
+temporary files of processes on this host that have ended (:func:`remove_stale_temporaries`),
+and keeps those of live processes and of other hosts (a shared disk: they cannot be checked
+from here).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import re
 import socket
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from recbole_srgnn.errors import InputError
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; claims always succeed (run one process)
     fcntl = None
 
+# .<final name>.tmp-<host>-<pid>; the host part is absent in names written before it existed.
+_TEMPORARY = re.compile(r"^\.(?P<final>.+)\.tmp-(?:(?P<host>.+)-)?(?P<pid>[0-9]+)$")
+#: A temporary file without a host part (older versions) is removed only once its process has
+#: ended and it has not changed for this long: it may come from another host on a shared disk.
+LEGACY_TEMPORARY_AGE_S = 3600.0
+
+
+def host_tag() -> str:
+    """This host's name as it appears in temporary file names (safe characters, at most 64)."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+
 
 def temporary_name(path: str | os.PathLike) -> Path:
-    """A hidden sibling of ``path`` that a reader never mistakes for the finished file."""
+    """A hidden sibling of ``path`` that a reader never mistakes for the finished file; it names
+    this host and process so that a later run can tell whether its writer is still alive."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{host_tag()}-{os.getpid()}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (owned by anyone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _stale(entry: os.DirEntry, host: str, now: float) -> bool:
+    match = _TEMPORARY.match(entry.name)
+    if match is None or not entry.is_file(follow_symlinks=False):
+        return False
+    if process_alive(int(match["pid"])):
+        return False
+    if match["host"] is None:  # an older version's name: no host to compare
+        try:
+            return now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_TEMPORARY_AGE_S
+        except OSError:
+            return False
+    return match["host"] == host
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files in ``folder`` whose writer, a process on this host, has ended.
+
+    Temporary files of live processes and of other hosts are kept (as are those without a host
+    part that changed within ``LEGACY_TEMPORARY_AGE_S``). Returns the removed paths; a missing
+    or unreadable folder removes nothing.
+    """
+    host, now, removed = host_tag(), time.time(), []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if _stale(entry, host, now):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _discard(paths: Sequence[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 @contextlib.contextmanager
@@ -26,22 +106,59 @@ def atomic_outputs(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     """Yield temporary paths for ``paths``; rename them all into place only if the block succeeds.
 
     The files are renamed in the order given, so put the one that marks completion (e.g. a
-    stats or manifest file) last. On any exception every temporary file is removed and no final
-    path is touched.
+    stats or manifest file) last. On any exception, in the block or in a rename (e.g. a final
+    path that is a folder), every temporary file not yet renamed is removed. Before the block,
+    the stale temporary files of ended processes are removed from each target folder.
     """
     finals = [Path(p) for p in paths]
     temps = [temporary_name(p) for p in finals]
-    for final in finals:
-        final.parent.mkdir(parents=True, exist_ok=True)
+    for folder in dict.fromkeys(final.parent for final in finals):
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)
     try:
         yield temps
     except BaseException:
-        for tmp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        _discard(temps)
         raise
-    for tmp, final in zip(temps, finals):
-        os.replace(tmp, final)
+    try:
+        for tmp, final in zip(temps, finals):
+            os.replace(tmp, final)
+    except BaseException:
+        _discard(temps)
+        raise
+
+
+def check_output_file(path: str | os.PathLike, option_name: str, *,
+                      create_parents: bool = True) -> Path:
+    """``path`` as a Path if a file can be written there, else InputError (one line).
+
+    For options naming an output file (``--result_file``, ``--resume_file``, a converter's output),
+    checked before any work so that a bad path fails at once, not after training: refused are a
+    path that is a folder or another non-regular file, a path under an existing file, and a
+    folder that is not writable. Missing parent folders are fine when they can be created
+    (``atomic_outputs`` creates them), unless ``create_parents`` is False.
+    """
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise InputError(f"{option_name} is empty; give a file path")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise InputError(f"{option_name} {path} is a folder; give a file path inside it")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{option_name} {path} exists and is not a regular file")
+    parent = path.parent
+    nearest = parent
+    while not nearest.exists() and nearest != nearest.parent:
+        if nearest.is_symlink():  # a dangling link in the way
+            break
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise InputError(f"{option_name} {path}: {nearest} is not a folder")
+    if nearest != parent and not create_parents:
+        raise InputError(f"{option_name} {path}: folder {parent} does not exist")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise InputError(f"{option_name} {path}: folder {nearest} is not writable")
+    return path
 
 
 def lock_path(work: str | os.PathLike) -> Path:

@@ -7,13 +7,15 @@ settings that do not change what is computed:
   settings hash;
 - ``RESUME_EXEMPT``: where files go or how progress shows; a resumed training may differ in them
   (e.g. a fresh scratch ``checkpoint_dir`` per attempt);
-- ``EVAL_ONLY``: the rule-fusion options, which only evaluation reads; a model trained before
-  may differ in them.
+- ``EVAL_ONLY``: the options of the sequence rules a fusion config ranks with, which only its
+  evaluation reads; a model trained before may differ in them.
 
 When a new setting is added, every run recorded before it was made with one value of it,
 implicitly: ``ADDED_SETTINGS`` lists that value, and :func:`without_added_defaults` drops a
 setting that still has it, so naming it explicitly keeps the old records valid while any other
-value makes a new run.
+value makes a new run. ``REMOVED_SETTINGS`` is the converse for a resume state: settings a model
+no longer reads, with the value its defaults wrote into every state before, so such a state
+still resumes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ ADDED_SETTINGS: dict[str, Any] = {
     "train_on_valid": False,  # the final fit on train + valid
     "lr_scheduler": "step",   # the plugin models' schedule was the paper's step decay
     "lr_decay_restore_best": False,  # plateau decay first went on from the current weights
+    "lr_decay_updates": 0,    # plateau decay first waited for the validation alone
+}
+
+# setting -> the value the model defaults gave every state written while the setting existed
+REMOVED_SETTINGS: dict[str, Any] = {
+    "rule_fusion": 0,          # SRGNN's rules: now the experiments' FusedRanker
+    "rule_steps": 10,          # (also SequenceRules' default, so its identity is unchanged)
+    "rule_repeat_boost": 0.0,
 }
 
 
@@ -37,3 +47,9 @@ def without_added_defaults(settings: Mapping[str, Any]) -> dict:
     """``settings`` less the added settings that hold the value older runs implicitly had."""
     return {key: value for key, value in settings.items()
             if not (key in ADDED_SETTINGS and value == ADDED_SETTINGS[key])}
+
+
+def without_removed_defaults(settings: Mapping[str, Any]) -> dict:
+    """``settings`` less the removed settings that hold the value every older state had."""
+    return {key: value for key, value in settings.items()
+            if not (key in REMOVED_SETTINGS and value == REMOVED_SETTINGS[key])}

@@ -7,8 +7,12 @@ adds to :class:`recbole.trainer.Trainer`:
 
   * ``plateau``: multiply the rate by ``lr_decay_rate`` once ``lr_decay_patience`` + 1
     validations in a row have not *strictly* improved the best score (torch's
-    ``ReduceLROnPlateau``). It reacts to the data, not to a count of epochs, so it behaves the
-    same on 40k training cases as on 500k: the plugin models' default. With
+    ``ReduceLROnPlateau``), and at the latest once ``lr_decay_updates`` optimizer updates have
+    passed since the last decay (0 = never). It reacts to the data, not to a count of epochs,
+    so it behaves the same on 40k training cases as on 500k: the plugin models' default. The
+    update cap matters on large data only: there an epoch has about a thousand updates and a
+    decay before the first validation that gets worse is better (as the paper's schedule does);
+    on small data the plateau comes first. With
     ``lr_decay_restore_best`` each decay also reloads the best weights so far, so the smaller
     rate refines the best model rather than one that has begun to overfit. With ``train_on_valid``
     the validation it reads is in-sample (training data), so the test split stays unseen;
@@ -51,7 +55,11 @@ from recbole.utils import get_local_time
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
-from recbole_srgnn.run_identity import RESUME_EXEMPT, without_added_defaults
+from recbole_srgnn.run_identity import (
+    RESUME_EXEMPT,
+    without_added_defaults,
+    without_removed_defaults,
+)
 from recbole_srgnn.training.recbole_compat import (
     LOAD_ERRORS,
     early_stopping_rule,
@@ -131,6 +139,8 @@ class SessionTrainer(Trainer):
         self.settings: dict | None = None
         name = f"{self.model_name}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
+        self.decay_updates = 0  # set by _build_lr_scheduler (plateau's update cap)
+        self.updates_since_decay = 0
         self.lr_scheduler = self._build_lr_scheduler()
         self.valid_curve: list[dict] = []
         self.best_epoch: int | None = None
@@ -149,6 +159,8 @@ class SessionTrainer(Trainer):
         step = self.config["lr_decay_step"]
         rate = self.config["lr_decay_rate"]
         patience = self.config["lr_decay_patience"]
+        updates = self.config["lr_decay_updates"]
+        self.decay_updates = 0 if updates is None else updates
         step = 0 if step is None else step
         rate = 1.0 if rate is None else rate
         patience = 0 if patience is None else patience
@@ -161,6 +173,10 @@ class SessionTrainer(Trainer):
             raise InputError(f"lr_decay_rate must be a number > 0 (1.0 = off), got {rate!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise InputError(f"lr_decay_patience must be a whole number >= 0, got {patience!r}")
+        if (isinstance(self.decay_updates, bool) or not isinstance(self.decay_updates, int)
+                or self.decay_updates < 0):
+            raise InputError("lr_decay_updates must be a whole number >= 0 (0 = off), got "
+                             f"{self.decay_updates!r}")
         if kind == "none" or rate == 1.0:
             return None
         if kind == "plateau":
@@ -172,6 +188,19 @@ class SessionTrainer(Trainer):
         if step == 0:
             return None
         return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=step, gamma=float(rate))
+
+    def _plateau_step(self, valid_score: float) -> None:
+        """After a validation: decay on a plateau, or once ``lr_decay_updates`` have passed."""
+        before = self.current_lr
+        self.lr_scheduler.step(valid_score)
+        if (self.current_lr == before and self.decay_updates
+                and self.updates_since_decay >= self.decay_updates):
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] * self.lr_scheduler.factor
+        if self.current_lr < before:
+            self.updates_since_decay = 0
+            if self.config["lr_decay_restore_best"] and not train_on_valid(self.config):
+                self._load_best()  # go on from the best weights, not from where they got worse
 
     @property
     def _plateau(self) -> bool:
@@ -194,6 +223,7 @@ class SessionTrainer(Trainer):
         )
         self._synchronize()
         seconds = time.perf_counter() - start
+        self.updates_since_decay += len(train_data)  # one optimizer update per batch
         if self.lr_scheduler is not None and not self._plateau:
             self.lr_scheduler.step()
         self.valid_curve.append(
@@ -209,11 +239,7 @@ class SessionTrainer(Trainer):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
         seconds = time.perf_counter() - start
         if self._plateau:
-            before = self.current_lr
-            self.lr_scheduler.step(float(valid_score))
-            if (self.current_lr < before and self.config["lr_decay_restore_best"]
-                    and not train_on_valid(self.config)):  # in-sample: no best to go back to
-                self._load_best()  # go on from the best weights, not from where they got worse
+            self._plateau_step(float(valid_score))
         result = {str(key): float(value) for key, value in valid_result.items()}
         self.last_valid_result = result
         if self.valid_curve and "valid_score" not in self.valid_curve[-1]:
@@ -282,6 +308,7 @@ class SessionTrainer(Trainer):
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "updates_since_decay": int(self.updates_since_decay),
             "config": plain_config(self.config),
             "settings": plain(self.settings) if self.settings is not None else None,
         }
@@ -323,6 +350,7 @@ class SessionTrainer(Trainer):
             self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.updates_since_decay = int(state.get("updates_since_decay") or 0)
         self.checkpoint_written = True
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
@@ -367,6 +395,7 @@ class SessionTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.updates_since_decay = int(state.get("updates_since_decay") or 0)
         self.start_epoch = int(state["epoch"]) + 1
         self.cur_step = int(state["cur_step"])
         self.best_valid_score = float(state["best_valid_score"])
@@ -457,9 +486,10 @@ def resume_progress(path: str | os.PathLike) -> dict | None:
 def _identity(settings: Mapping | None) -> dict | None:
     if settings is None:
         return None
-    # a state written before a setting existed still resumes a run that keeps its old value
-    return without_added_defaults(
-        {key: value for key, value in settings.items() if key not in RESUME_EXEMPT})
+    # a state written before a setting existed (or while a removed one did) still resumes a run
+    # that keeps its old value
+    return without_removed_defaults(without_added_defaults(
+        {key: value for key, value in settings.items() if key not in RESUME_EXEMPT}))
 
 
 def _rng_states(train_data) -> dict:

@@ -162,3 +162,50 @@ def test_presplit_subcommand(tmp_path, capsys):
     assert cli.main(["presplit", "--source", str(source), "--out", str(out),
                      "--valid-fraction", "0.25", "--max-prefix-length", "2", "--quiet"]) == 0
     assert "reused cached result" in capsys.readouterr().out
+
+
+def test_an_output_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys):
+    """Checked before reading the input: one line, and nothing (no temporary file) left behind."""
+    events = tiny_events(tmp_path / "events.csv")
+    out = tmp_path / "tiny"
+    (out / "tiny.test.inter").mkdir(parents=True)
+    assert cli.main(["retailrocket", "--events", str(events), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "tiny.test.inter is a folder" in lines[0], captured.err
+    assert "[retailrocket" not in captured.out  # no step of the conversion ran
+    assert sorted(p.name for p in out.iterdir()) == ["tiny.test.inter"]
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "train_sessions.txt").write_text("1 2 3\n2 3 4 5\n")
+    (source / "test.tsv").write_text("session_id\ttimestamp\tprefix\ttarget\n9\t1442000000\t1 2\t3\n")
+    (tmp_path / "ps" / "ps.stats.json").mkdir(parents=True)
+    assert cli.main(["presplit", "--source", str(source), "--out", str(tmp_path / "ps")]) == 2
+    captured = capsys.readouterr()
+    assert "ps.stats.json is a folder" in captured.err and "reading" not in captured.out
+    assert sorted(p.name for p in (tmp_path / "ps").iterdir()) == ["ps.stats.json"]
+
+    assert cli.main(["synthetic", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path} is a folder")
+
+
+def test_binary_input_in_a_real_terminal_session_is_one_printable_line(tmp_path):
+    """The real command on a binary file: stderr is one short line without control characters
+    (before, ~400 raw bytes reached the terminal); a gzip file named .csv is simply read."""
+    binary = tmp_path / "events.csv"
+    binary.write_bytes(bytes(range(256)) * 20)
+    bad = run_cli("retailrocket", "--events", binary, "--out", tmp_path / "o")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert len(bad.stderr.splitlines()) == 1 and bad.stderr.endswith("\n")
+    line = bad.stderr.rstrip("\n")
+    assert line.isprintable() and len(line) < 200 + len(str(binary)), line
+    assert not (tmp_path / "o").exists()
+
+    import gzip
+
+    gzipped = tmp_path / "gzipped.csv"
+    gzipped.write_bytes(gzip.compress(tiny_events(tmp_path / "plain.csv").read_bytes()))
+    good = run_cli("retailrocket", "--events", gzipped, "--out", tmp_path / "g", "--quiet")
+    assert good.returncode == 0, good.stderr
+    assert (tmp_path / "g" / "g.test.inter").is_file()

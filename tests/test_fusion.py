@@ -1,4 +1,4 @@
-"""SR-GNN + sequence rules (``rule_fusion``): the scores, training untouched, the fusion runner."""
+"""SR-GNN + sequence rules: the fused ranker's scores, SRGNN left plain, the fusion runner."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from recbole_srgnn.experiments import fusion_ensemble, fusion_plan, fusion_seed
 from recbole_srgnn.training import checkpoints
 from recbole_srgnn.training import runs as training_runs
 from recbole_srgnn.training.datasets import ready_config
+from recbole_srgnn.errors import InputError
 from recbole_srgnn.model import SRGNN
+from recbole_srgnn.model.fused import FusedRanker
 from recbole_srgnn.model.rules import RuleScorer, SequenceRules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,17 +49,16 @@ def build(tiny, model_class, name, **extra):
 
 
 # ---------------------------------------------------------------------------------------------
-# The model option
+# The ranker (recbole_srgnn/model/fused.py)
 # ---------------------------------------------------------------------------------------------
 def test_fused_scores_are_softmax_plus_weighted_rules(tiny):
     plain, train, test = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3)
-    fused, _, _ = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3,
-                        rule_fusion=0.7, rule_steps=3, rule_repeat_boost=0.4)
-    # the rule tables are not part of the weights: a checkpoint of the plain model loads as is
-    assert set(fused.state_dict()) == set(plain.state_dict())
-    fused.load_state_dict(plain.state_dict())
+    scorer = RuleScorer.from_dataset(plain, train._dataset, steps=3, repeat_boost=0.4)
+    fused = FusedRanker([plain], scorer, alpha=0.7)
+    # the rule tables are not part of the weights: the ranker's weights are the model's
+    assert set(fused.state_dict()) == {f"members.0.{k}" for k in plain.state_dict()}
     rules, _, _ = build(tiny, SequenceRules, "SequenceRules", rule_steps=3, repeat_boost=0.4)
-    plain.eval(), fused.eval()
+    fused.eval()
     batch = next(iter(test))[0]
     seq, length = batch["item_id_list"], batch["item_length"]
     with torch.no_grad():
@@ -65,19 +66,29 @@ def test_fused_scores_are_softmax_plus_weighted_rules(tiny):
         got = fused.full_sort_predict(batch)
         assert torch.allclose(got, expected, atol=1e-5)
         assert torch.allclose(fused.predict(batch), got.gather(1, batch["item_id"].unsqueeze(1)).squeeze(1))
-        # the weight can be changed on a loaded model (what the runner's sweep does); 0 = the model alone
-        fused.rule_fusion = 0.0
+        # the weight can be changed on a built ranker (what the runner's sweep does); 0 = the model alone
+        fused.alpha = 0.0
         assert torch.equal(fused.full_sort_predict(batch).argsort(-1, descending=True)[:, :5],
                            plain.full_sort_predict(batch).argsort(-1, descending=True)[:, :5])
-    # training is untouched: the same loss and gradients with and without the option
-    fused.rule_fusion = 0.7
-    plain.train(), fused.train()
+
+
+def test_srgnn_is_plain_and_refuses_the_removed_rule_fusion(tiny):
+    """SRGNN ranks by its own scores only; an old checkpoint's ``rule_fusion: 0`` still loads."""
+    plain, train, _ = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3)
+    old, _, _ = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3,
+                      rule_fusion=0, rule_steps=3, rule_repeat_boost=0.4)
+    assert set(old.state_dict()) == set(plain.state_dict())
+    old.load_state_dict(plain.state_dict())
+    # training is untouched: the same loss with and without the old options
+    plain.train(), old.train()
     train_batch = next(iter(train))
     torch.manual_seed(1)
     loss_plain = plain.calculate_loss(train_batch)
     torch.manual_seed(1)
-    loss_fused = fused.calculate_loss(train_batch)
-    assert torch.equal(loss_plain, loss_fused)
+    loss_old = old.calculate_loss(train_batch)
+    assert torch.equal(loss_plain, loss_old)
+    with pytest.raises(InputError, match="python -m recbole_srgnn.fusion"):
+        build(tiny, SRGNN, "SRGNN", rule_fusion=0.3)
 
 
 def test_rule_scorer_is_the_sequence_rules_model(tiny):
@@ -88,11 +99,14 @@ def test_rule_scorer_is_the_sequence_rules_model(tiny):
     assert list(scorer.state_dict()) == []  # rebuilt from the training split, never saved
 
 
-@pytest.mark.parametrize("extra, message", [({"rule_fusion": -1}, "rule_fusion"),
-                                            ({"rule_fusion": 1, "rule_steps": 0}, "rule_steps")])
+@pytest.mark.parametrize("extra, message", [({"alpha": -1}, "alpha"),
+                                            ({"alpha": 1, "steps": 0}, "rule_steps")])
 def test_bad_fusion_options_are_refused(tiny, extra, message):
+    model, train, _ = build(tiny, SRGNN, "SRGNN")
     with pytest.raises(ValueError, match=message):
-        build(tiny, SRGNN, "SRGNN", **extra)
+        scorer = RuleScorer.from_dataset(model, train._dataset, steps=extra.get("steps", 10),
+                                         repeat_boost=0.0)
+        FusedRanker([model], scorer, alpha=extra["alpha"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,10 +390,8 @@ def test_refit_must_be_a_boolean(tmp_path):
 # Ensemble of the seeds' models (recbole_srgnn/experiments/fusion_ensemble.py)
 # ---------------------------------------------------------------------------------------------
 def test_seed_ensemble_scores_are_mean_probabilities_plus_weighted_rules(tiny):
-    from recbole_srgnn.model.ensemble import SeedEnsemble
-
-    one, _, test = build(tiny, SRGNN, "SRGNN", repeat_recency=2, rule_fusion=0.3, rule_steps=3,
-                         rule_repeat_boost=0.5)
+    one, train, test = build(tiny, SRGNN, "SRGNN", repeat_recency=2)
+    rules = RuleScorer.from_dataset(one, train._dataset, steps=3, repeat_boost=0.5)
     torch.manual_seed(7)
     two, _, _ = build(tiny, SRGNN, "SRGNN", repeat_recency=2)
     two.reset_parameters()
@@ -387,23 +399,23 @@ def test_seed_ensemble_scores_are_mean_probabilities_plus_weighted_rules(tiny):
     batch = next(iter(test))[0]
     seq, length = batch["item_id_list"], batch["item_length"]
     with torch.no_grad():
-        # one member with the rules = that model's own rule_fusion ranking
-        alone = SeedEnsemble([one], one.rules, alpha=0.3)
-        assert torch.allclose(alone.full_sort_predict(batch), one.full_sort_predict(batch), atol=1e-6)
-        p1 = torch.softmax(one.network_scores(seq, length), -1)
-        p2 = torch.softmax(two.network_scores(seq, length), -1)
-        both = SeedEnsemble([one, two], one.rules, alpha=0.3)
-        expected = (p1 + p2) / 2 + 0.3 * one.rules(seq, length)
+        p1 = torch.softmax(one.full_scores(seq, length), -1)
+        p2 = torch.softmax(two.full_scores(seq, length), -1)
+        # one member with the rules = "SR-GNN + rules" of that model
+        alone = FusedRanker([one], rules, alpha=0.3)
+        assert torch.allclose(alone.full_sort_predict(batch), p1 + 0.3 * rules(seq, length), atol=1e-6)
+        both = FusedRanker([one, two], rules, alpha=0.3)
+        expected = (p1 + p2) / 2 + 0.3 * rules(seq, length)
         assert torch.allclose(both.full_sort_predict(batch), expected, atol=1e-6)
         assert not torch.allclose(p1, p2)  # two different models, so the mean is not either one
-        swapped = SeedEnsemble([two, one], one.rules, alpha=0.3)  # member order does not matter
+        swapped = FusedRanker([two, one], rules, alpha=0.3)  # member order does not matter
         assert torch.allclose(swapped.full_sort_predict(batch), expected, atol=1e-6)
         items = batch["item_id"]
         assert torch.allclose(both.predict(batch), expected.gather(1, items.unsqueeze(1)).squeeze(1))
     with pytest.raises(ValueError, match="at least one member"):
-        SeedEnsemble([])
-    with pytest.raises(ValueError, match="only with rules"):
-        SeedEnsemble([one], None, alpha=0.5)
+        FusedRanker([])
+    with pytest.raises(ValueError, match="only with a scorer"):
+        FusedRanker([one], None, alpha=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -489,12 +501,6 @@ def test_a_model_file_that_is_not_the_recorded_model_is_refused(ensembled, tmp_p
     config = ensembled["config"]
     expected = fusion_plan.settings_hash(fusion_plan.load_plan(config))
     seed1, seed2 = fusion_plan.model_path(out, 1, expected), fusion_plan.model_path(out, 2, expected)
-    # a file of another seed given for seed 2: its settings say so, in one line
-    rc, _, err = call(["--config", config, "--output", out, "--model-file", f"2={seed1}"])
-    assert rc == 2 and "trained with seed=1" in err and err.count("\n") == 1
-    rc, _, err = call(["--config", config, "--output", out, "--model-file",
-                       f"2={fusion_plan.model_path(out, 2, expected, refit=True)}"])
-    assert rc == 2 and "is a refit" in err
     # the right settings but other weights (seed 1's, stored as seed 2's): the members' check stops it
     shutil.copyfile(seed1, seed2)
     (out / "ensemble.json").unlink()
@@ -509,9 +515,6 @@ def test_ensemble_options_are_checked(tmp_path):
     assert rc == 2 and "'ensemble' must be true or false" in err
     rc, _, err = call(["--config", write_config(tmp_path, ensemble=True, seeds=[1]), "--output", tmp_path / "o"])
     assert rc == 2 and "at least two seeds" in err
-    rc, _, err = call(["--config", write_config(tmp_path), "--output", tmp_path / "o",
-                       "--model-file", "1=x.pth"])
-    assert rc == 2 and "'ensemble: true'" in err
 
 
 def ensemble_without(ensembled, tmp_path: Path, *lost: tuple[int, bool]) -> tuple[Path, Path, str]:
@@ -531,15 +534,13 @@ def test_ensemble_builds_only_the_models_of_the_seeds_it_runs(ensembled, tmp_pat
     """--seeds 1 rebuilds seed 1's lost model and waits for seed 2's; --seeds 2 then finishes."""
     out, config, expected = ensemble_without(ensembled, tmp_path, (1, True), (2, False))
     trained = []
-    real_train, real_refit = fusion_seed.train_seed, fusion_seed.refit_seed
+    real_train = fusion_seed.train_seed
+
     def counted_train(plan, seed, *args, **kwargs):
-        if not kwargs.get("refit_epochs"):  # refits are counted below
-            trained.append((seed, "trained"))
+        trained.append((seed, "refit" if kwargs.get("refit") else "trained"))
         return real_train(plan, seed, *args, **kwargs)
 
     monkeypatch.setattr(fusion_seed, "train_seed", counted_train)
-    monkeypatch.setattr(fusion_seed, "refit_seed", lambda plan, record, *a, **k: trained.append(
-        (record["seed"], "refit")) or real_refit(plan, record, *a, **k))
     rc, text, err = call(["--config", config, "--output", out, "--seeds", "1"])
     assert rc == 0, err
     assert trained == [(1, "refit")] and not (out / "ensemble.json").exists()

@@ -21,7 +21,7 @@ RECBOLE_KEYS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD", "load_col", "ben
 
 @pytest.fixture(autouse=True)
 def no_shared_folder(tmp_path, monkeypatch):
-    """Tests see no team folder unless they ask for it (users do not have one)."""
+    """Tests see no folder of sources unless they ask for it (users need not have one)."""
     monkeypatch.setenv("RECBOLE_SRGNN_SHARED_DATA", str(tmp_path / "no-shared-folder"))
 
 
@@ -237,8 +237,8 @@ def test_cotrec_from_source_path_and_local_raw(tmp_path):
     assert stats["params"] == {"valid_fraction": 0.1, "max_prefix_length": 2}
 
 
-def test_shared_team_folder_is_the_last_resort(tmp_path, monkeypatch, shared_data):
-    monkeypatch.setenv("RECBOLE_SRGNN_SHARED_DATA", str(shared_data))
+def test_the_folder_of_the_variable_is_the_last_resort(tmp_path, monkeypatch, shared_data):
+    monkeypatch.setenv(registry.SOURCES_ENV, str(shared_data))
     folder = prepare_dataset("retailrocket-sample", {"data_path": str(tmp_path), "data_progress": False})
     stats = stats_of(folder)
     assert stats["input"]["path"] == str((shared_data / "retailrocket-sample" / "events.csv").resolve())
@@ -246,7 +246,7 @@ def test_shared_team_folder_is_the_last_resort(tmp_path, monkeypatch, shared_dat
     assert stats["params"]["min_item_support"] == 2
     assert stats["params"]["test_days"] == 14 and stats["params"]["valid_days"] == 14
     assert all(stats["splits"][s]["cases"] > 0 for s in ("train", "valid", "test"))
-    # an explicit source_path still wins over the shared folder
+    # an explicit source_path still wins over the variable's folder
     local = tmp_path / "mine" / "events.csv"
     local.parent.mkdir()
     write_events_csv(local, n_events=5000, seed=1)
@@ -255,9 +255,20 @@ def test_shared_team_folder_is_the_last_resort(tmp_path, monkeypatch, shared_dat
     assert stats_of(mine)["input"]["path"] == str(local.resolve())
 
 
-def test_default_location_of_the_shared_folder(monkeypatch):
-    monkeypatch.delenv("RECBOLE_SRGNN_SHARED_DATA")
-    assert registry.shared_data_dir() == registry.REPO_ROOT.parent / "shared" / "data"
+def test_the_team_folder_next_to_the_checkout_is_not_searched(tmp_path, monkeypatch):
+    """Users have no ../shared/data: without the variable the product looks only where the docs
+    say (source_path, <data_path>/raw/<name>/), even where that folder exists."""
+    team = Path(__file__).resolve().parents[2] / "shared" / "data" / "retailrocket-sample"
+    if not (team / "events.csv").is_file():
+        pytest.skip(f"{team} is absent: nothing to be found by mistake")
+    monkeypatch.delenv(registry.SOURCES_ENV)
+    assert registry.sources_dir() is None
+    with pytest.raises(InputError, match="needs its source") as info:
+        prepare_dataset("retailrocket-sample", {"data_path": str(tmp_path), "data_progress": False})
+    assert "shared" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(registry.SOURCES_ENV, "  ")  # blank = unset
+    assert registry.sources_dir() is None
 
 
 # ------------------------------------------------------------------------------------- the YAMLs

@@ -296,3 +296,19 @@ def test_state_from_before_an_added_setting_resumes_a_run_that_keeps_its_default
     resumed = run(workdir, "SRGNN", "older-resumed", saved=False, resume_file=state,
                   epoch_callback=lambda epoch, *rest: epochs_seen.append(epoch))
     assert epochs_seen == [1, 2] and resumed["training_parts"] == 2
+
+
+def test_state_from_before_a_removed_setting_resumes_a_run_that_no_longer_has_it(workdir):
+    """States written while SRGNN had ``rule_fusion`` carry its defaults; they still resume."""
+    state = workdir / "removed.resume.pth"
+    with pytest.raises(Interrupted):
+        run(workdir, "SRGNN", "removed-cut", saved=False, resume_file=state,
+            epoch_callback=interrupt_after(0))
+    saved = torch.load(state, weights_only=True)
+    assert "rule_fusion" not in saved["settings"]  # the model's defaults no longer name it
+    saved["settings"].update({"rule_fusion": 0, "rule_steps": 10, "rule_repeat_boost": 0.0})
+    torch.save(saved, state)  # as an older version wrote it
+    epochs_seen = []
+    resumed = run(workdir, "SRGNN", "removed-resumed", saved=False, resume_file=state,
+                  epoch_callback=lambda epoch, *rest: epochs_seen.append(epoch))
+    assert epochs_seen == [1, 2] and resumed["training_parts"] == 2

@@ -166,13 +166,29 @@ def test_plugin_models_default_to_plateau_and_the_paper_schedule_is_one_option_a
     for model in ("SRGNN", "LastItem"):
         config = ready_config(model, "tiny", config_dict=settings(workdir))
         assert config["lr_scheduler"] == "plateau" and config["lr_decay_rate"] == 0.1
-        assert config["lr_decay_patience"] == 0
+        assert config["lr_decay_patience"] == 0 and config["lr_decay_updates"] == 2500
         paper = ready_config(model, "tiny",
                              config_dict=settings(workdir, lr_scheduler="step"))
         assert (paper["lr_scheduler"], paper["lr_decay_step"], paper["lr_decay_rate"]) == \
             ("step", 3, 0.1)
     gru = ready_config("GRU4Rec", "tiny", config_dict=settings(workdir))
     assert gru["lr_scheduler"] == "step" and gru["lr_decay_step"] == 0  # RecBole's: constant
+
+
+def test_plateau_also_decays_once_enough_updates_have_passed(workdir, data, monkeypatch):
+    per_epoch = len(data[0])  # optimizer updates (batches) per epoch
+    trainer = make_trainer(workdir, data, epochs=7, learning_rate=0.01, lr_scheduler="plateau",
+                           lr_decay_rate=0.1, lr_decay_updates=2 * per_epoch)
+    # always improving: only the update cap decays, after every second epoch; then a worse
+    # validation decays at once (plateau) and restarts the count
+    rates = fit_with_scores(monkeypatch, trainer, data, [0.1, 0.2, 0.3, 0.4, 0.35, 0.5, 0.6])
+    assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001, 0.00001, 0.00001])
+    assert trainer.current_lr == pytest.approx(0.000001)
+    assert trainer.checkpoint_state(6)["updates_since_decay"] == 0
+    off = make_trainer(workdir, data, epochs=4, learning_rate=0.01, lr_scheduler="plateau",
+                       lr_decay_rate=0.1, lr_decay_updates=0)
+    assert fit_with_scores(monkeypatch, off, data, [0.1, 0.2, 0.3, 0.4]) == pytest.approx(
+        [0.01] * 4)
 
 
 def test_plateau_state_is_checkpointed_and_restored(workdir, data, monkeypatch):
@@ -192,7 +208,8 @@ def test_plateau_state_is_checkpointed_and_restored(workdir, data, monkeypatch):
 @pytest.mark.parametrize("extra", [{"lr_decay_step": -1}, {"lr_decay_step": 1.5},
                                    {"lr_decay_step": 1, "lr_decay_rate": 0},
                                    {"lr_scheduler": "cosine"}, {"lr_scheduler": "plateau",
-                                                                 "lr_decay_patience": -1}])
+                                                                 "lr_decay_patience": -1},
+                                   {"lr_scheduler": "plateau", "lr_decay_updates": -5}])
 def test_bad_lr_decay_settings(workdir, data, extra):
     with pytest.raises(InputError, match="lr_"):
         make_trainer(workdir, data, **extra)

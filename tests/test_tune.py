@@ -458,6 +458,37 @@ def test_second_search_in_the_same_output_is_refused(search, capsys):
     assert "--resume" in _one_error_line(capsys)
 
 
+@pytest.fixture(scope="module")
+def asha_search(ray_session, search):
+    """A real ASHA run: a strong trial (lr 1e-2) runs first and fills the rungs, then a weak one
+    (lr 1e-7, an untrained model) reaches the first rung below the cutoff and Ray stops it.
+    One CPU, so the trials run one after another in the grid's order."""
+    root = ray_session
+    space = root / "asha_space.yaml"
+    space.write_text(
+        "learning_rate: {type: grid, values: [1.0e-2, 1.0e-7]}  # strong first, then weak\n"
+    )
+    out = root / "asha"
+    argv = ["--model=SRGNN", f"--space={space}", "--num_samples=1", "--max_epochs=3",
+            "--scheduler=asha", "--grace_period=1", "--reduction_factor=2",
+            f"--output={out}", f"--data_path={root / 'default_data'}", *DEFAULT_DATA]
+    return cli.main(argv), out
+
+
+def test_asha_stops_the_weak_trial_in_a_real_ray_run(asha_search):
+    rc, out = asha_search
+    assert rc == 0
+    rows = {float(row["learning_rate"]): row for row in _read_csv(out / "trials.csv")}
+    strong, weak = rows[1e-2], rows[1e-7]
+    assert strong["status"] == "completed" and strong["epochs_run"] == "3"
+    assert weak["status"] == "stopped" and weak["epochs_run"] == "1"
+    assert float(weak["best_valid_score"]) < float(strong["best_valid_score"])
+    # Ray itself stopped it after one epoch: its progress has exactly one reported epoch
+    progress = _read_csv(Path(weak["trial_dir"]) / "progress.csv")
+    assert [int(r["epoch"]) for r in progress] == [1]
+    assert "stopped" in (out / "report.md").read_text()
+
+
 def _interrupt_after_first_trial():
     """A Ray Tune callback that presses Ctrl-C (SIGINT to this process) when a trial finishes."""
     from ray.tune import Callback

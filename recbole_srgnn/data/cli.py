@@ -21,6 +21,7 @@ import time
 from typing import Any, Sequence
 
 from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
+from recbole_srgnn.files import check_output_file
 
 
 def _nonnegative_int(text: str) -> int:
@@ -151,6 +152,7 @@ def _synthetic(args: argparse.Namespace) -> int:
         if args.events < 1:
             raise InputError("--events must be at least 1")
         kwargs["n_events"] = args.events
+    check_output_file(args.out, "--out")
     began = time.perf_counter()
     path = write_events_csv(args.out, **kwargs)
     print(f"synthetic: wrote {path} in {time.perf_counter() - began:.1f} s")

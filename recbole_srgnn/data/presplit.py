@@ -63,7 +63,7 @@ import numpy as np
 
 from recbole_srgnn.data.benchmark_files import Cases, sessions_to_cases, write_cases
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.files import atomic_outputs, sha256_of
+from recbole_srgnn.files import atomic_outputs, check_output_file, sha256_of
 
 FORMAT = "recbole-srgnn/presplit-benchmark-v1"
 
@@ -327,6 +327,8 @@ def import_presplit(source, out_dir, *, valid_fraction: float = 0.1, max_prefix_
         raise InputError(f"train_sample_seed must be a whole number, got {train_sample_seed!r}")
 
     kind, (train_path, test_path) = detect_format(source)
+    for path in output_paths(out_dir).values():  # before any work: a bad output path fails at once
+        check_output_file(path, "output file")
     say = _reporter(progress)
     inputs = {p.name: sha256_of(p) for p in (train_path, test_path)}
     params = {"valid_fraction": valid_fraction, "max_prefix_length": max_prefix_length}

@@ -35,11 +35,12 @@ Registered names:
   14 + 14 days (the default ≥ 5 / 7 + 7 days leave only ~20 test cases);
 - ``retailrocket-cotrec``: the COTREC/DHCN pre-split folder, imported by ``presplit``.
 
-Real sources are looked up in this order: ``source_path``; ``<data_path>/raw/<name>/``; the
-team's shared folder ``../shared/data/<name>`` next to the repository (or
-``$RECBOLE_SRGNN_SHARED_DATA/<name>``), only where it exists. Otherwise an ``InputError`` says
-where to put the files and which option to pass. Source files are read where they are, never
-copied.
+Real sources are looked up only where the docs (dataset/README.md) tell users to put them, in
+this order: ``source_path``; ``<data_path>/raw/<name>/``; ``$RECBOLE_SRGNN_SHARED_DATA/<name>``
+when that variable names a folder of sources (kept outside ``data_path``, e.g. one folder for
+several checkouts; the test suite and the benchmark commands set it). Otherwise an
+``InputError`` says where to put the files and which option to pass. Source files are read where
+they are, never copied.
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ from typing import Any, Mapping
 
 from recbole_srgnn.errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_PATH = "dataset/"
 OPTION_NAMES = ("session_gap", "keep_events", "dedup_consecutive", "min_item_support",
                 "min_session_length", "test_days", "valid_days", "max_prefix_length")
 KAGGLE_PAGE = "https://www.kaggle.com/datasets/retailrocket/ecommerce-dataset"
+SOURCES_ENV = "RECBOLE_SRGNN_SHARED_DATA"  # a folder of sources, <name>/ each; unset: not used
 COTREC_RELEASE = ("the Retail Rocket split of the COTREC/DHCN release "
                   "(all_train_seq.txt + test.txt pickles, or train_sessions.txt + test.tsv)")
 
@@ -98,10 +99,10 @@ def registered_names() -> list[str]:
     return list(DATASETS)
 
 
-def shared_data_dir() -> Path:
-    """The team's shared data folder (``$RECBOLE_SRGNN_SHARED_DATA`` or ``../shared/data``)."""
-    override = os.environ.get("RECBOLE_SRGNN_SHARED_DATA")
-    return Path(override) if override else REPO_ROOT.parent / "shared" / "data"
+def sources_dir() -> Path | None:
+    """The folder of sources named by ``$RECBOLE_SRGNN_SHARED_DATA``; None when it is unset."""
+    value = os.environ.get(SOURCES_ENV, "").strip()
+    return Path(value).expanduser() if value else None
 
 
 def prepare_dataset(name: str, config: Mapping[str, Any]) -> Path | None:
@@ -228,9 +229,9 @@ def _find_source(spec: DatasetSpec, config: Mapping[str, Any], data_path: Path) 
     found = resolve(local)
     if found is not None:
         return found
-    shared = shared_data_dir() / spec.name
-    if shared.is_dir():
-        found = resolve(shared)
+    sources = sources_dir()
+    if sources is not None and (sources / spec.name).is_dir():
+        found = resolve(sources / spec.name)
         if found is not None:
             return found
     where = local / spec.source_file if spec.kind == "events" else local

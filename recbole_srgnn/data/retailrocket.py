@@ -3,7 +3,8 @@
 ``convert_events(events_path, out_dir, options)`` writes ``DIR/<name>.train.inter``,
 ``DIR/<name>.valid.inter`` (unless ``valid_days == 0``), ``DIR/<name>.test.inter`` and
 ``DIR/<name>.stats.json`` (``name`` = the last component of ``DIR``), all atomically, the stats
-file last. The protocol, step by step (every step vectorised with numpy, no loop per event):
+file last. The input is read and checked by ``events_input.read_events``. The protocol, step
+by step (every step vectorised with numpy, no loop per event):
 
 1. Order each visitor's events by timestamp; ties keep file order (stable sort).
 2. Sessionize over **all** event types: an event starts a new session if it is the visitor's first
@@ -57,14 +58,11 @@ from typing import Any
 import numpy as np
 
 from recbole_srgnn.data.benchmark_files import Cases, sessions_to_cases, write_cases
+from recbole_srgnn.data.events_input import EVENT_TYPES, check_events_file, read_events
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.files import atomic_outputs, sha256_of
+from recbole_srgnn.files import atomic_outputs, check_output_file, sha256_of
 
 FORMAT = "recbole-srgnn/retailrocket-benchmark-v1"
-EVENT_TYPES = ("view", "addtocart", "transaction")
-REQUIRED_COLUMNS = ("timestamp", "visitorid", "event", "itemid")
-DEFAULT_EVENTS_PATH = Path("dataset/raw/retailrocket/events.csv")
-KAGGLE_URL = "https://www.kaggle.com/datasets/retailrocket/ecommerce-dataset"
 DAY_MS = 86_400_000
 SPLITS = ("train", "valid", "test")
 
@@ -174,9 +172,14 @@ class _Progress:
 
 
 def iso_utc(ms: int | None) -> str | None:
+    """Milliseconds since 1970 as ISO 8601 UTC; None for None or a moment outside years 1-9999
+    (a split cut far before the data, e.g. ``test_days`` of a million years)."""
     if ms is None:
         return None
-    moment = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(milliseconds=int(ms))
+    try:
+        moment = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(milliseconds=int(ms))
+    except OverflowError:
+        return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -198,161 +201,6 @@ def output_paths(out_dir: Path, name: str, with_valid: bool) -> dict[str, Path]:
     paths["test"] = out_dir / f"{name}.test.inter"
     paths["stats"] = out_dir / f"{name}.stats.json"
     return paths
-
-
-# ------------------------------------------------------------------------------------- reading
-
-def _missing_file_message(path: Path) -> str:
-    return (f"events file {path} not found: download events.csv of the \"Retailrocket recommender "
-            f"system dataset\" from Kaggle ({KAGGLE_URL}) and put it at {DEFAULT_EVENTS_PATH} "
-            f"or pass its path")
-
-
-def _read_header(path: Path) -> list[str]:
-    import pyarrow as pa
-
-    with pa.input_stream(str(path), compression="detect") as stream:
-        first = b""
-        while b"\n" not in first:
-            block = stream.read(1 << 16)
-            if not block:
-                break
-            first += block
-    line = first.split(b"\n", 1)[0].rstrip(b"\r")
-    if line.startswith(b"\xef\xbb\xbf"):
-        line = line[3:]
-    if not line.strip():
-        raise InputError(f"events file {path} is empty (expected a CSV header with columns "
-                         f"{', '.join(REQUIRED_COLUMNS)})")
-    return [name.strip().strip('"') for name in line.decode("utf-8", "replace").split(",")]
-
-
-def read_events(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The needed columns of an ``events.csv`` as numpy arrays, validated.
-
-    Returns ``timestamp`` (int64 ms), ``visitorid`` (int64), ``itemid`` (int64) and ``event``
-    (int8 index into ``EVENT_TYPES``), in file order. Raises ``InputError`` for a missing file,
-    missing columns, empty or non-integer values (with a line number) and unknown event types.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(_missing_file_message(path))
-    if not path.is_file():
-        raise InputError(f"events path {path} is not a file")
-    header = _read_header(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        raise InputError(f"events file {path} lacks column(s) {', '.join(missing)} "
-                         f"(found: {', '.join(header) or 'nothing'}; expected the Retail Rocket "
-                         f"columns timestamp, visitorid, event, itemid, transactionid)")
-    numeric = ("timestamp", "visitorid", "itemid")
-    types = {c: pa.int64() for c in numeric}
-    types["event"] = pa.dictionary(pa.int32(), pa.string())
-    try:
-        table = pacsv.read_csv(
-            str(path),
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
-            convert_options=pacsv.ConvertOptions(include_columns=list(REQUIRED_COLUMNS),
-                                                 column_types=types),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        table = _read_slow(path, exc)
-    if table.num_rows == 0:
-        raise InputError(f"events file {path} has a header but no events")
-    columns: dict[str, np.ndarray] = {}
-    for name in numeric:
-        column = table.column(name)
-        if column.null_count:
-            row = _first_null(column)
-            raise InputError(f"events file {path}: empty value in column {name} (line {row + 2})")
-        columns[name] = column.to_numpy().astype(np.int64, copy=False)
-    columns["event"] = _event_codes(path, table.column("event"))
-    return columns
-
-
-def _first_null(column) -> int:
-    import pyarrow.compute as pc
-
-    mask = pc.is_null(column).to_numpy(zero_copy_only=False)
-    return int(np.flatnonzero(mask)[0])
-
-
-def _read_slow(path: Path, error: Exception):
-    """Re-read the needed columns as text after a fast read failed; say what and where is wrong.
-
-    Integral values written as floats (``123.0``) are accepted; anything else that is not an
-    integer raises ``InputError`` naming the column and the first bad line.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
-    try:
-        table = pacsv.read_csv(
-            str(path),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(REQUIRED_COLUMNS),
-                column_types={c: pa.string() for c in REQUIRED_COLUMNS},
-                strings_can_be_null=True),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        message = " ".join(str(exc).split())
-        raise InputError(f"cannot read events file {path} as CSV: {message}") from None
-    fixed = {}
-    for name in ("timestamp", "visitorid", "itemid"):
-        column = table.column(name)
-        ok = pc.match_substring_regex(column, r"^\s*-?[0-9]+(\.0*)?\s*$")
-        ok = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
-        if not ok.all():
-            row = int(np.flatnonzero(~ok)[0])
-            value = column[row].as_py()
-            what = "empty value" if value is None or not value.strip() else f"non-integer value {value!r}"
-            raise InputError(f"events file {path}: {what} in column {name} (line {row + 2}); "
-                             f"timestamp (ms), visitorid and itemid must be integers")
-        stripped = pc.replace_substring_regex(pc.utf8_trim_whitespace(column), r"\.0*$", "")
-        try:
-            fixed[name] = pc.cast(stripped, pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            raise InputError(f"events file {path}: value out of range in column {name}") from None
-    if not fixed:
-        raise InputError(f"cannot read events file {path}: {error}")
-    return pa.table({"timestamp": fixed["timestamp"], "visitorid": fixed["visitorid"],
-                     "event": table.column("event"), "itemid": fixed["itemid"]})
-
-
-def _event_codes(path: Path, column) -> np.ndarray:
-    """int8 codes into EVENT_TYPES; InputError naming unknown or empty event types."""
-    import pyarrow as pa
-
-    known = {name: code for code, name in enumerate(EVENT_TYPES)}
-    parts = []
-    unknown: set[str] = set()
-    first_bad: int | None = None
-    offset = 0
-    for chunk in column.chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = chunk.dictionary_encode()
-        words = chunk.dictionary.to_pylist()
-        lookup = np.array([known.get((w or "").strip(), -1) for w in words] + [-1], dtype=np.int8)
-        indices = chunk.indices.fill_null(len(words)).to_numpy(zero_copy_only=False)
-        codes = lookup[indices]
-        bad = codes < 0
-        if bad.any():
-            bad_words = np.unique(indices[bad])
-            unknown.update("(empty)" if i == len(words) or not (words[i] or "").strip() else words[i]
-                           for i in bad_words)
-            if first_bad is None:
-                first_bad = offset + int(np.flatnonzero(bad)[0])
-        parts.append(codes)
-        offset += len(chunk)
-    if unknown:
-        raise InputError(f"events file {path}: unknown event type(s) "
-                         f"{', '.join(sorted(map(repr, unknown)))} (first at line {first_bad + 2}; "
-                         f"known: {', '.join(EVENT_TYPES)})")
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
 
 
 # ---------------------------------------------------------------------------------- the protocol
@@ -674,16 +522,15 @@ def convert_events(events_path: str | os.PathLike, out_dir: str | os.PathLike,
         raise InputError("options must be a ConvertOptions")
     events_path = Path(events_path)
     out_dir = Path(out_dir)
-    if not events_path.exists():
-        raise InputError(_missing_file_message(events_path))
-    if not events_path.is_file():
-        raise InputError(f"events path {events_path} is not a file")
+    check_events_file(events_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output path {out_dir} exists and is not a directory")
     name = out_dir.resolve().name
     if not name:
         raise InputError(f"cannot name a dataset after the output directory {out_dir}")
     paths = output_paths(out_dir, name, bool(options.valid_days))
+    for path in paths.values():  # before any work: a bad output path fails at once
+        check_output_file(path, "output file")
     params = options.as_dict()
     input_info = {"path": str(events_path.resolve()), "size": events_path.stat().st_size,
                   "sha256": sha256_of(events_path)}

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.files import atomic_outputs, check_output_file
 
 # Default size of the embedded dataset. Converted with the default protocol (1 h sessions,
 # views, support >= 5, length >= 2, 7 + 7 days) it leaves about 2.9k items and 78k training
@@ -145,7 +145,7 @@ def write_events_csv(path: str | os.PathLike, *, n_events: int = DEFAULT_N_EVENT
     The file has the real file's header and formatting (transaction ids like ``14418.0``, empty
     otherwise). Same arguments, same bytes. Returns the path.
     """
-    path = Path(path)
+    path = check_output_file(path, "output file")  # before generating
     frame = generate_events(n_events, seed=seed, n_items=n_items)
     with atomic_outputs([path]) as (tmp,):
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.1f")

@@ -1,13 +1,13 @@
 """SR-GNN + sequence rules: choose the fusion weight on validation, report the test result.
 
-The SRGNN option ``rule_fusion`` (``recbole_srgnn/model/srgnn.py``) ranks items by
-``softmax(SR-GNN scores) + alpha * rules(session)`` at evaluation time only. Training does not
-depend on ``alpha``, so this runner trains each seed once, through the same pipeline as
-``run.py`` (or takes a model trained before with ``run.py``: ``--trained``), and then evaluates
-the best checkpoint on the *validation* split for every ``alpha`` x rules' repeat boost of the
-config. The point with the best validation metric is the only fused one tested; ``alpha = 0``
-(the trained model alone) is always tested too, as the paired reference. Test metrics choose
-nothing.
+At evaluation time only, a trained model ranks items by ``softmax(SR-GNN scores) + alpha *
+rules(session)`` (``recbole_srgnn.model.fused.FusedRanker``; the rules are the SequenceRules
+scorer of the model's training split). Training does not depend on ``alpha``, so this runner
+trains each seed once, through the same pipeline as ``run.py`` (or takes a model trained before
+with ``run.py``: ``--trained``), and then evaluates the best checkpoint on the *validation*
+split for every ``alpha`` x rules' repeat boost of the config (``fusion_rank``). The point with
+the best validation metric is the only fused one tested; ``alpha = 0`` (the trained model
+alone) is always tested too, as the paired reference. Test metrics choose nothing.
 
     python -m recbole_srgnn.fusion --config benchmarks/configs/fusion/cotrec.yaml
     python -m recbole_srgnn.fusion --config ... --seeds 2      # one seed (one per core in parallel)
@@ -24,12 +24,11 @@ it). The refit is added to the seed's record, which stays valid.
 Every recorded seed's model (and refit) is kept in ``<out>/models/`` (git-ignored). With
 ``ensemble: true`` the seeds' models then also rank together, once all seeds are recorded
 (``fusion_ensemble``: mean of their probabilities plus the rules, alpha chosen on
-validation); ``--model-file``/``--refit-file SEED=CHECKPOINT`` supply models recorded before
-they were kept, and a missing one is trained again.
+validation); a missing model file is trained again (same settings and seed).
 
 Finished seeds (``<out>/runs/seed<N>.json``; ``<out>`` defaults to ``benchmarks/results/<name>``
 of the checkout holding the config or the cwd) are never redone. A seed cut off
-mid-way goes on where it stopped: its training state after every epoch (``pipeline.run``'s
+mid-way goes on where it stopped: its training state after every epoch (``training.runs.run``'s
 ``resume_file``), its best checkpoint and its training result wait in
 ``<out>/partial/seed<N>-<settings hash>/`` (not committed, removed once the seed is recorded), so
 a rerun continues training at the next epoch, or goes straight to the sweep if training ended.
@@ -95,33 +94,6 @@ def _parse_trained(items: Sequence[str], plan: FusionPlan) -> dict[int, dict]:
     return given
 
 
-def _parse_model_files(items: Sequence[str], plan: FusionPlan, out: Path, expected: str, *,
-                       refit: bool) -> dict[tuple[int, bool], Path]:
-    """``["1=a.pth"]`` -> {(seed, refit): checkpoint}, each checked against the seed's record and
-    the plan's settings (InputError otherwise)."""
-    from recbole_srgnn.trainer import load_checkpoint
-
-    flag = "--refit-file" if refit else "--model-file"
-    given = {}
-    for item in items:
-        seed, name = _seed_and_path(item, flag, "CHECKPOINT")
-        record = read_seed(seed_path(out, seed), expected)
-        if record is None:
-            raise InputError(f"{flag} {item}: seed {seed} has no finished record to stand for")
-        try:
-            state = load_checkpoint(name, map_location="cpu")
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
-            raise InputError(f"{flag} {item}: cannot read {name} ({type(exc).__name__})") from None
-        if not refit and (state.get("settings") or {}).get("train_on_valid"):
-            raise InputError(f"{flag} {item}: {name} is a refit (train_on_valid); give it to --refit-file")
-        extra = {"train_on_valid": True, "epochs": int(record["best_epoch"]) + 1} if refit else None
-        check_trained(plan, seed, {"model": state.get("model"), "dataset": state.get("dataset"),
-                                   "config": state.get("settings") or {}, "checkpoint": name},
-                      f"{flag} {item}", extra)
-        given[(seed, refit)] = Path(name)
-    return given
-
-
 def _write_record(out: Path, seed: int, record: Mapping, scratch: Path,
                   model: tuple[str, Path] | None = None) -> None:
     """Write a seed's record atomically, keep its model file (``model``: source, target), then
@@ -147,11 +119,6 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="use a model trained before with run.py for SEED (its results JSON, "
                              "which names the checkpoint) instead of training it; its settings "
                              "must be the config's")
-    parser.add_argument("--model-file", nargs="+", default=[], metavar="SEED=CHECKPOINT",
-                        help="with 'ensemble': the best checkpoint of recorded SEED, when its "
-                             "model file was not kept (checked: settings, then its numbers)")
-    parser.add_argument("--refit-file", nargs="+", default=[], metavar="SEED=CHECKPOINT",
-                        help="the same for the refit model of recorded SEED")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -168,8 +135,6 @@ def _run(args: argparse.Namespace, prog: str) -> int:
                              f"{plan.seeds}")
         seeds = [s for s in plan.seeds if s in args.seeds]
     given = _parse_trained(args.trained, plan)
-    if (args.model_file or args.refit_file) and not plan.ensemble:
-        raise InputError("--model-file/--refit-file are for configs with 'ensemble: true'")
     command = " ".join([prog, "--config", shlex.quote(args.config)])
     expected = settings_hash(plan)
     records = {s: read_seed(seed_path(out, s), expected) for s in seeds}
@@ -220,9 +185,7 @@ def _run(args: argparse.Namespace, prog: str) -> int:
         with contextlib.suppress(OSError):
             (out / "partial").rmdir()  # when nothing else is in progress
     if plan.ensemble and not args.only_report:
-        adopted = {**_parse_model_files(args.model_file, plan, out, expected, refit=False),
-                   **_parse_model_files(args.refit_file, plan, out, expected, refit=True)}
-        fusion_ensemble.run(plan, out, expected, adopted, seeds=seeds, progress=not args.quiet)
+        fusion_ensemble.run(plan, out, expected, seeds=seeds, progress=not args.quiet)
     report = write_report(plan, out, command)
     if not args.quiet:
         print(f"report: {report}")

@@ -1,13 +1,13 @@
 """The fusion runner's ``ensemble`` step: rank with every seed's model together, plus the rules.
 
 Once every seed of a fusion config is recorded (and refitted, with ``refit: true``), the kept
-model files (``<out>/models/``, git-ignored) are put together as a
-:class:`~recbole_srgnn.model.ensemble.SeedEnsemble`: the mean of the members' softmax
+model files (``<out>/models/``, git-ignored) rank together through ``fusion_rank``: a
+:class:`~recbole_srgnn.model.fused.FusedRanker` of all seeds' models, the mean of their softmax
 probabilities plus ``alpha`` times the sequence rules. Protocol, as for one seed:
 
 1. every member must reproduce its record before it counts (trained models: their validation
-   scores at alpha 0; refit models: their test scores at alpha 0), so a kept, adopted
-   (``--model-file``/``--refit-file``) or retrained file stands for exactly the recorded model;
+   scores at alpha 0; refit models: their test scores at alpha 0), so a kept or retrained file
+   stands for exactly the recorded model;
 2. ``alpha`` (the config's alphas, and 0) is chosen on the **validation** split, at the repeat
    boost(s) the seeds' own sweeps chose; the ensemble of the models trained on the training
    split is tested at alpha 0 and at the chosen point;
@@ -15,13 +15,12 @@ probabilities plus ``alpha`` times the sequence rules. Protocol, as for one seed
    is tested at the same point: nothing is chosen on it.
 
 The result is ``<out>/ensemble.json``; ``fusion_report`` adds it to the report. A seed whose
-model file was not kept is trained again (same settings and seed, resumable in ``partial/``).
+model file is missing is trained again (same settings and seed, resumable in ``partial/``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import shutil
 import tempfile
@@ -32,7 +31,6 @@ from typing import Mapping, Sequence
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.experiments import fusion_seed
 from recbole_srgnn.experiments.fusion_plan import (
-    EVAL_ONLY,
     METRICS,
     FusionPlan,
     model_path,
@@ -42,6 +40,7 @@ from recbole_srgnn.experiments.fusion_plan import (
     refit_path,
     seed_path,
 )
+from recbole_srgnn.experiments.fusion_rank import Ranking, best_point, grid
 from recbole_srgnn.files import atomic_outputs, claimed
 
 FORMAT = "ensemble-1"
@@ -79,11 +78,9 @@ def missing_models(plan: FusionPlan, out: Path, expected: str) -> list[tuple[int
 
 
 def ensure_models(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, dict],
-                  adopted: Mapping[tuple[int, bool], Path], seeds: Sequence[int], say=print) -> None:
-    """Put the members' model files in place: adopted files first, then retrain what is missing
-    for ``seeds`` (the seeds this process runs; other processes may build the others)."""
-    for (seed, refit), source in adopted.items():
-        fusion_seed.keep_model(source, model_path(out, seed, expected, refit))
+                  seeds: Sequence[int], say=print) -> None:
+    """Put the members' model files in place: retrain what is missing for ``seeds`` (the seeds
+    this process runs; other processes may build the others)."""
     for seed in seeds:
         for refit in ([False, True] if plan.refit else [False]):
             target = model_path(out, seed, expected, refit)
@@ -100,26 +97,13 @@ def ensure_models(plan: FusionPlan, out: Path, expected: str, records: Mapping[i
                     continue  # kept by another process meanwhile
                 say(f"ensemble: seed {seed}'s {what} model was not kept; training it again "
                     "(same settings and seed)", flush=True)
-                if refit:
-                    source = fusion_seed.refit_seed(plan, records[seed], scratch,
-                                               progress=say is print)["_checkpoint"]
-                else:
-                    source = fusion_seed.train_seed(plan, seed, scratch, say)["checkpoint"]
+                settings = fusion_seed.refit_settings(records[seed]) if refit else None
+                source = fusion_seed.train_seed(plan, seed, scratch, say,
+                                                refit=settings)["checkpoint"]
                 fusion_seed.keep_model(source, target)
                 shutil.rmtree(scratch, ignore_errors=True)
             with contextlib.suppress(OSError):
                 scratch.parent.rmdir()  # partial/, when nothing else is in progress
-
-
-def _member(base, path: Path):
-    """A copy of ``base`` (rules detached) with the weights of checkpoint ``path``."""
-    from recbole_srgnn.trainer import load_checkpoint
-
-    state = load_checkpoint(path, map_location=next(base.parameters()).device)
-    member = copy.deepcopy(base)
-    member.load_state_dict(state["state_dict"])
-    member.load_other_parameter(state.get("other_parameter"))
-    return member
 
 
 def _check(seed: int, what: str, got: Mapping, recorded: Mapping) -> float:
@@ -145,63 +129,31 @@ def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, 
               say, scratch: str) -> dict:
     import torch
 
-    from recbole_srgnn.training import checkpoints
-    from recbole_srgnn.model.ensemble import SeedEnsemble, evaluating
-
     if plan.threads:
         torch.set_num_threads(plan.threads)
     seeds = list(plan.seeds)
     metric = records[seeds[0]]["valid_metric"]
     boosts = sorted({r["chosen_repeat_boost"] for r in records.values()
                      if r.get("chosen_repeat_boost") is not None}) or [None]
-    evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
     t0 = time.perf_counter()
 
-    def load(refit: bool):
-        loaded = checkpoints.load_trained(model_path(out, seeds[0], expected, refit),
-                                          {**evaluation, "rule_fusion": max(plan.alphas),
-                                           "checkpoint_dir": scratch, "threads": plan.threads},
-                                          quiet=True)
-        base = loaded.trainer.model
-        rules, base.rules = base.rules, None
-        members = [base] + [_member(base, model_path(out, s, expected, refit))
-                            for s in seeds[1:]]
-        return loaded, members, rules
-
-    def measure(loaded, ranker, data) -> dict:
-        with evaluating(loaded.trainer, ranker):
-            return fusion_seed.metrics_of(loaded.trainer.evaluate(data, load_best_model=False))
+    def load(refit: bool) -> Ranking:
+        return Ranking(plan, [model_path(out, s, expected, refit) for s in seeds],
+                       checkpoint_dir=scratch)
 
     checks = []
-    loaded, members, rules = load(refit=False)
-    for seed, member in zip(seeds, members):
-        got = measure(loaded, SeedEnsemble([member]), loaded.valid_data)
+    ranking = load(refit=False)
+    for index, seed in enumerate(seeds):
+        got = ranking.alone(index, ranking.loaded.valid_data)
         diff = _check(seed, "trained", got, records[seed]["sweep"][0]["valid"])
         checks.append({"seed": seed, "model": "trained", "split": "valid", "max_diff": diff})
         say(f"ensemble: seed {seed}'s model reproduces its record (valid {metric} "
             f"{got[metric]:.4f})", flush=True)
-    def at(loaded, ranker, rules, alpha: float, boost: float | None, data) -> dict:
-        """The ensemble's metrics on ``data`` at one (alpha, repeat boost) point."""
-        ranker.alpha = alpha
-        if boost is not None:
-            rules.repeat_boost = boost
-        return measure(loaded, ranker, data)
-
-    ranker = SeedEnsemble(members, rules)
-    sweep = []
-    for alpha, boost in [(0.0, None)] + [(a, b) for b in boosts for a in plan.alphas]:
-        valid = at(loaded, ranker, rules, alpha, boost, loaded.valid_data)
-        sweep.append({"alpha": alpha, "repeat_boost": boost, "valid": valid})
-        say(f"ensemble: {point_text(alpha, boost)}: valid {metric} {valid[metric]:.4f}", flush=True)
-    best = max(sweep, key=lambda row: row["valid"][metric])
+    sweep = ranking.sweep(grid(plan.alphas, boosts), say, prefix="ensemble: ")
+    best = best_point(sweep, metric)
     chosen = (best["alpha"], best["repeat_boost"])
-
-    def plain_and_fused(loaded, ranker, rules) -> tuple[dict, dict]:
-        plain = at(loaded, ranker, rules, 0.0, None, loaded.test_data)
-        return plain, (plain if not best["alpha"] else at(loaded, ranker, rules, *chosen, loaded.test_data))
-
-    test_plain, test_fused = plain_and_fused(loaded, ranker, rules)
-    say(f"ensemble: chose {point_text(best['alpha'], best['repeat_boost'])} on validation; "
+    test_plain, test_fused = ranking.tested(chosen)
+    say(f"ensemble: chose {point_text(*chosen)} on validation; "
         f"test {metric} {test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
     result = {
         "format": FORMAT, "settings_hash": expected, "seeds": seeds, "valid_metric": metric,
@@ -209,15 +161,14 @@ def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, 
         "chosen_repeat_boost": best["repeat_boost"], "test_plain": test_plain,
         "test_fused": test_fused, "member_checks": checks, "refit": None,
     }
-    del loaded, members, rules, ranker
+    del ranking
     if plan.refit:
-        loaded, members, rules = load(refit=True)
-        for seed, member in zip(seeds, members):
-            got = measure(loaded, SeedEnsemble([member]), loaded.test_data)
+        ranking = load(refit=True)
+        for index, seed in enumerate(seeds):
+            got = ranking.alone(index, ranking.loaded.test_data)
             diff = _check(seed, "refit", got, records[seed]["refit"]["test_plain"])
             checks.append({"seed": seed, "model": "refit", "split": "test", "max_diff": diff})
-        ranker = SeedEnsemble(members, rules)
-        refit_plain, refit_fused = plain_and_fused(loaded, ranker, rules)
+        refit_plain, refit_fused = ranking.tested(chosen)
         result["refit"] = {"test_plain": refit_plain, "test_fused": refit_fused}
         say(f"ensemble of the refits: test {metric} {refit_plain[metric]:.4f} (alpha 0) -> "
             f"{refit_fused[metric]:.4f}", flush=True)
@@ -225,8 +176,7 @@ def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, 
     return result
 
 
-def run(plan: FusionPlan, out: Path, expected: str,
-        adopted: Mapping[tuple[int, bool], Path], *, seeds: Sequence[int] | None = None,
+def run(plan: FusionPlan, out: Path, expected: str, *, seeds: Sequence[int] | None = None,
         progress: bool = True) -> dict | None:
     """Do the ensemble step if every seed is recorded and it is not done yet; returns its result.
 
@@ -235,17 +185,13 @@ def run(plan: FusionPlan, out: Path, expected: str,
     say = print if progress else (lambda *a, **k: None)
     records = _records(plan, out, expected)
     if records is None:
-        if adopted:
-            raise InputError("--model-file/--refit-file: the ensemble waits until every seed is "
-                             "recorded" + (" and refitted" if plan.refit else ""))
         say("ensemble: waits until every seed is recorded"
             + (" and refitted" if plan.refit else ""), flush=True)
         return None
     done = read(out, expected, plan)
-    if done is not None and not adopted:
+    if done is not None:
         return done
-    ensure_models(plan, out, expected, records, adopted,
-                  plan.seeds if seeds is None else seeds, say)
+    ensure_models(plan, out, expected, records, plan.seeds if seeds is None else seeds, say)
     missing = missing_models(plan, out, expected)
     if missing:
         others = sorted({seed for seed, _ in missing})
@@ -258,7 +204,7 @@ def run(plan: FusionPlan, out: Path, expected: str,
             fusion_seed.say_held(say, "ensemble: evaluation", work)
             return None
         done = read(out, expected, plan)
-        if done is not None and not adopted:
+        if done is not None:
             return done  # evaluated by another process meanwhile
         say(f"ensemble of seeds {', '.join(map(str, plan.seeds))}: checking the members, then "
             "choosing alpha on validation", flush=True)
@@ -268,5 +214,3 @@ def run(plan: FusionPlan, out: Path, expected: str,
     with contextlib.suppress(OSError):
         work.parent.rmdir()  # partial/, when nothing else is in progress
     return result
-
-

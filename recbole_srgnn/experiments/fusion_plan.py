@@ -2,8 +2,9 @@
 
 ``benchmarks/configs/fusion/*.yaml`` are such configs. A seed's record is valid while the
 settings hash (model, dataset, config files' text, settings, alphas, repeat boosts) matches; a
-model trained before (``--trained``) or a kept model file must have been trained with the
-config's settings, less those that do not change training (``run_identity``).
+model trained before (``--trained``) must have been trained with the config's settings, less
+those that do not change training (``run_identity``). Of the settings, the rules' options
+(``rule_steps``, ``rule_repeat_boost``: ``EVAL_ONLY``) are read by the evaluation only.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def parse_plan(data: Any, where: str = "<config>", root: Path | None = None) -> 
         _fail(where, f"'name' {plan.name!r} may hold only letters, digits, '-', '_' and '.'")
     if "model" in data:
         if data["model"] != "SRGNN":
-            _fail(where, "'model' must be SRGNN (the model with the rule_fusion option)")
+            _fail(where, "'model' must be SRGNN (the trained model of 'SR-GNN + rules')")
     plan.description = str(data.get("description") or "").strip()
     files = data.get("config_files") or []
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
@@ -207,17 +208,15 @@ def expected_settings(plan: FusionPlan, seed: int) -> dict:
     return merged
 
 
-def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str,
-                  extra: Mapping | None = None) -> None:
-    """InputError unless ``trained`` (a run.py results JSON) is this plan's model for ``seed``
-    (``extra``: settings a refit adds, e.g. ``train_on_valid``)."""
+def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> None:
+    """InputError unless ``trained`` (a run.py results JSON) is this plan's model for ``seed``."""
     config = trained.get("config") or {}
     if trained.get("model") != plan.model or trained.get("dataset") != plan.dataset:
         raise InputError(f"{where} is {trained.get('model')} on {trained.get('dataset')}, "
                          f"not {plan.model} on {plan.dataset}")
     # where files go / how progress shows (the trainer's list), and what only evaluation reads
     ignored = {*RESUME_EXEMPT, *EVAL_ONLY}
-    for key, value in {**expected_settings(plan, seed), **(extra or {})}.items():
+    for key, value in expected_settings(plan, seed).items():
         if key in ignored:
             continue
         if json.dumps(config.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
@@ -225,8 +224,6 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str,
                              f"the config asks for {value!r}")
     if not trained.get("checkpoint") or not Path(trained["checkpoint"]).is_file():
         raise InputError(f"{where}: its checkpoint {trained.get('checkpoint')} is missing")
-
-
 
 
 def point_text(alpha: float, boost: float | None) -> str:

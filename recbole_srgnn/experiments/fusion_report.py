@@ -22,7 +22,7 @@ from recbole_srgnn.experiments.fusion_plan import (
     seed_path,
     settings_hash,
 )
-from recbole_srgnn.experiments.fusion_seed import metrics_of
+from recbole_srgnn.experiments.fusion_rank import metrics_of
 from recbole_srgnn.experiments.machine import machine
 from recbole_srgnn.experiments.stats import mean_std, paired_test, wilson_interval
 from recbole_srgnn.experiments.tables import csv_text, md_table, mean_std_text, p_text
@@ -85,7 +85,7 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
            ensembled: Mapping | None = None) -> str:
     missing = [s for s in plan.seeds if s not in {r["seed"] for r in records}]
     metric = records[0]["valid_metric"] if records else "mrr@10"
-    lines = [f"# SR-GNN + sequence rules (rule_fusion): `{plan.name}`", ""]
+    lines = [f"# SR-GNN + sequence rules: `{plan.name}`", ""]
     if missing:
         lines += [f"> **PARTIAL: {len(records)} of {len(plan.seeds)} seeds finished** (missing: "
                   f"{', '.join(map(str, missing))}). Rerun the command at the end to resume.", ""]
@@ -98,7 +98,7 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
         f"- Trained model: `{plan.model}` with {', '.join(f'`{f}`' for f in plan.config_files) or 'its defaults'}"
         f" and settings `{json.dumps(plan.settings, sort_keys=True)}`; seeds "
         f"{', '.join(map(str, plan.seeds))}; torch threads {plan.threads}.",
-        "- Protocol: each seed trains once (`rule_fusion: 0`; validation every epoch, early stopping "
+        "- Protocol: each seed trains once (the model alone; validation every epoch, early stopping "
         f"on validation {metric}), then its best checkpoint ranks items by "
         "`softmax(SR-GNN) + alpha * rules` for alpha in "
         f"{{0, {', '.join(f'{a:g}' for a in plan.alphas)}}} × the rules' repeat boost in "

@@ -1,10 +1,11 @@
-"""One fusion seed: train it (or reuse a training), sweep alpha on validation, test; refit it.
+"""One fusion seed: train it (or reuse a training), sweep the grid on validation, test; refit it.
 
-Training does not read the rule-fusion options, so each seed trains once, through the same
-pipeline as ``run.py``, in a work folder that keeps its training state after every epoch: a
-cut-off seed continues at its next epoch, or goes straight to the sweep if its training ended.
-The sweep evaluates the best checkpoint on the validation split for every alpha x repeat boost;
-the chosen point and alpha = 0 are tested.
+Training is the plain model's (the rules only rank, at evaluation), so each seed trains once,
+through the same pipeline as ``run.py``, in a work folder that keeps its training state after
+every epoch: a cut-off seed continues at its next epoch, or goes straight to the sweep if its
+training ended. The sweep (``fusion_rank``) evaluates the best checkpoint with the rules on the
+validation split for every alpha x repeat boost; the chosen point and alpha = 0 are tested. The
+refit is one more training of the seed, with the run settings of :func:`refit_settings`.
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Mapping
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.experiments.fusion_plan import EVAL_ONLY, FusionPlan
+from recbole_srgnn.experiments.fusion_plan import FusionPlan, point_text
+from recbole_srgnn.experiments.fusion_rank import Ranking, best_point, grid
 from recbole_srgnn.files import atomic_outputs, held_elsewhere
 
 
-def metrics_of(result: Mapping | None) -> dict:
-    """An evaluation result with lower-case metric names and float values."""
-    return {str(k).lower(): float(v) for k, v in (result or {}).items()}
-
+def refit_settings(record: Mapping) -> dict:
+    """The run settings of a recorded seed's final fit: the training *and* validation cases
+    (``train_on_valid``), for the number of epochs its validation chose."""
+    return {"train_on_valid": True, "epochs": int(record["best_epoch"]) + 1}
 
 
 def _finished_training(path: Path) -> dict | None:
@@ -37,38 +38,36 @@ def _finished_training(path: Path) -> dict | None:
     return trained if checkpoint and Path(checkpoint).is_file() else None
 
 
-
 def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print, *,
-               refit_epochs: int | None = None) -> dict:
+               refit: Mapping | None = None) -> dict:
     """Train the plan's model for ``seed`` in ``scratch`` (or reuse a training finished there;
     a cut-off one continues at its next epoch). Returns the pipeline's training result.
 
-    ``refit_epochs``: train the final fit instead, on training + validation cases
-    (``train_on_valid``) for exactly that many epochs."""
+    ``refit``: train the final fit instead, with these run settings on top of the plan's
+    (:func:`refit_settings`)."""
     import torch
 
     from recbole_srgnn.training import runs
 
     if plan.threads:  # also for the ensemble's rebuilds, which call this directly
         torch.set_num_threads(plan.threads)
-    name = "refit" if refit_epochs else "train"
+    name = "refit" if refit else "train"
     trained = _finished_training(scratch / f"{name}.json")
     if trained is not None:
-        if not refit_epochs:
+        if not refit:
             say(f"    training finished before an interruption (best epoch "
                 f"{trained['best_epoch'] + 1})", flush=True)
         return trained
     scratch.mkdir(parents=True, exist_ok=True)
     resume_file = scratch / f"{name}.resume.pth"
     if resume_file.is_file():
-        say(f"    continuing the {'refit' if refit_epochs else 'training'} cut off before", flush=True)
-    config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch), "rule_fusion": 0,
-                   "threads": plan.threads}
-    if refit_epochs:
-        config_dict.update({"train_on_valid": True, "epochs": refit_epochs})
+        say(f"    continuing the {'refit' if refit else 'training'} cut off before", flush=True)
+    config_dict = {**plan.settings, "seed": seed, "checkpoint_dir": str(scratch),
+                   "threads": plan.threads, **(refit or {})}
+    epochs = (refit or {}).get("epochs")
 
     def progress(epoch: int, result, score: float) -> None:
-        say(f"    refit epoch {epoch + 1}/{refit_epochs} done" if refit_epochs
+        say(f"    refit epoch {epoch + 1}/{epochs} done" if refit
             else f"    epoch {epoch + 1}: valid {score:.4f}", flush=True)
 
     trained = runs.run(
@@ -76,7 +75,7 @@ def train_seed(plan: FusionPlan, seed: int, scratch: Path, say=print, *,
         test=False, result_file=scratch / f"{name}.json", resume_file=resume_file,
         epoch_callback=progress)
     if not trained.get("checkpoint"):
-        raise InputError(f"seed {seed}: {'the refit' if refit_epochs else 'training'} wrote no checkpoint")
+        raise InputError(f"seed {seed}: {'the refit' if refit else 'training'} wrote no checkpoint")
     return trained
 
 
@@ -87,8 +86,6 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     ``scratch`` keeps the training state, checkpoint and training result: a call after an
     interruption continues training there, or reuses the finished training."""
     import torch
-
-    from recbole_srgnn.training import checkpoints
 
     if plan.threads:
         torch.set_num_threads(plan.threads)
@@ -101,43 +98,20 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
         say(f"    trained before: {trained['checkpoint']} (best epoch {trained['best_epoch'] + 1})",
             flush=True)
     train_seconds = trained.get("seconds_total")
-    # Rebuild the best checkpoint with the rule scorer (largest alpha; the weight is set per sweep).
-    evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
-    loaded = checkpoints.load_trained(trained["checkpoint"],
-                                      {**evaluation, "rule_fusion": max(plan.alphas),
-                                       "threads": plan.threads}, quiet=True)
-    net, trainer = loaded.trainer.model, loaded.trainer
-    metric = str(loaded.config["valid_metric"]).lower()
-    boosts = plan.repeat_boosts or [net.rules.repeat_boost]
-    points = [(0.0, None)] + [(a, b) for b in boosts for a in plan.alphas]
-
-    def evaluate(data, alpha: float, boost: float | None) -> dict:
-        net.rule_fusion = alpha
-        if boost is not None:
-            net.rules.repeat_boost = boost
-        return metrics_of(trainer.evaluate(data, load_best_model=False))
-
-    sweep = []
-    for alpha, boost in points:
-        t0 = time.perf_counter()
-        valid = evaluate(loaded.valid_data, alpha, boost)
-        sweep.append({"alpha": alpha, "repeat_boost": boost, "valid": valid,
-                      "seconds": time.perf_counter() - t0})
-        say(f"    alpha {alpha:g}" + (f", repeat boost {boost:g}" if boost is not None else "")
-            + f": valid {metric} {valid[metric]:.4f}", flush=True)
-    best = max(sweep, key=lambda row: row["valid"][metric])  # first of equals: alpha 0, smaller alpha
-    test_plain = evaluate(loaded.test_data, 0.0, None)
-    test_fused = (test_plain if best["alpha"] == 0
-                  else evaluate(loaded.test_data, best["alpha"], best["repeat_boost"]))
-    say(f"    chose alpha {best['alpha']:g}" + (f", repeat boost {best['repeat_boost']:g}"
-        if best["repeat_boost"] is not None else "") + f" on validation; test {metric}: "
+    ranking = Ranking(plan, [trained["checkpoint"]])
+    metric = ranking.metric
+    boosts = plan.repeat_boosts or [ranking.rules.repeat_boost]
+    sweep = ranking.sweep(grid(plan.alphas, boosts), say, prefix="    ")
+    best = best_point(sweep, metric)
+    test_plain, test_fused = ranking.tested((best["alpha"], best["repeat_boost"]))
+    say(f"    chose {point_text(best['alpha'], best['repeat_boost'])} on validation; test {metric}: "
         f"{test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
     return {
         "seed": seed,
         "valid_metric": metric,
         "chosen_alpha": best["alpha"],
         "chosen_repeat_boost": best["repeat_boost"],
-        "rules": {"rule_steps": net.rules.steps, "rule_repeat_boost": boosts},
+        "rules": {"rule_steps": ranking.rules.steps, "rule_repeat_boost": boosts},
         "sweep": sweep,
         "test_plain": test_plain,
         "test_fused": test_fused,
@@ -159,34 +133,21 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
 
 
 def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bool = True) -> dict:
-    """Train the seed's model again on the training + validation cases (``train_on_valid``) for
-    the number of epochs its validation chose, then test it alone and with the rules at the
-    alpha and repeat boost its validation sweep chose. Nothing is chosen here: the validation
-    cases are training data now. The rules come from the same training + validation cases."""
+    """Train the seed's final fit (:func:`refit_settings`), then test it alone and with the
+    rules at the alpha and repeat boost its validation sweep chose. Nothing is chosen here: the
+    validation cases are training data now. The rules come from the same training + validation
+    cases."""
     import torch
-
-    from recbole_srgnn.training import checkpoints
 
     if plan.threads:
         torch.set_num_threads(plan.threads)
     say = print if progress else (lambda *a, **k: None)
-    seed, epochs = record["seed"], int(record["best_epoch"]) + 1
-    trained = train_seed(plan, seed, scratch, say, refit_epochs=epochs)
-    evaluation = {k: plan.settings[k] for k in EVAL_ONLY if k in plan.settings}
-    alpha, boost = record["chosen_alpha"], record.get("chosen_repeat_boost")
-    loaded = checkpoints.load_trained(trained["checkpoint"],
-                                      {**evaluation, "rule_fusion": alpha or max(plan.alphas),
-                                       "threads": plan.threads}, quiet=True)
-    net, trainer = loaded.trainer.model, loaded.trainer
-
-    def evaluate(a: float) -> dict:
-        net.rule_fusion = a
-        if boost is not None:
-            net.rules.repeat_boost = boost
-        return metrics_of(trainer.evaluate(loaded.test_data, load_best_model=False))
-
-    test_plain = evaluate(0.0)
-    test_fused = evaluate(alpha) if alpha else test_plain
+    settings = refit_settings(record)
+    epochs = settings["epochs"]
+    trained = train_seed(plan, record["seed"], scratch, say, refit=settings)
+    ranking = Ranking(plan, [trained["checkpoint"]])
+    test_plain, test_fused = ranking.tested((record["chosen_alpha"],
+                                             record.get("chosen_repeat_boost")))
     metric = record["valid_metric"]
     say(f"    refit on train + valid ({epochs} epochs): test {metric} {test_plain[metric]:.4f} "
         f"(alpha 0) -> {test_fused[metric]:.4f}", flush=True)
@@ -203,7 +164,6 @@ def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bo
     }
 
 
-
 def keep_model(source: str | os.PathLike, target: Path) -> None:
     """Put a checkpoint at ``target`` (atomically): moved out of a work folder, copied otherwise."""
     source = Path(source)
@@ -213,7 +173,6 @@ def keep_model(source: str | os.PathLike, target: Path) -> None:
         return
     with atomic_outputs([target]) as (tmp,):
         shutil.copyfile(source, tmp)
-
 
 
 def say_held(say, what: str, work: Path) -> None:

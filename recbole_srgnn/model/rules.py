@@ -63,7 +63,8 @@ class RuleScorer(nn.Module):
     Built once from training cases (``item_seq``, ``item_seq_len``, ``target``: RecBole's
     pre-augmented prefix -> next-item rows); nothing in it is trained. Its tables are
     non-persistent buffers: they are rebuilt from the training split, never stored in a
-    checkpoint, so a model can add this scorer to one saved without it.
+    checkpoint, so a ranker (:class:`~recbole_srgnn.model.fused.FusedRanker`) can add this
+    scorer to any saved model.
     """
 
     def __init__(self, item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: int,

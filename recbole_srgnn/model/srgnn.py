@@ -7,9 +7,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch_geometric.utils import scatter
 
+from ..errors import InputError
 from ..graph import build_session_graphs
 from ..layers import SoftAttentionReadout, SRGNNConv
-from .rules import RuleScorer
 from .session import SessionScorer
 
 
@@ -36,13 +36,10 @@ class SRGNN(SessionScorer):
       ``b_0 .. b_{K-1}``; an item that occurs in the session gets ``b_r`` added to its score,
       ``r`` = how many clicks ago it was last seen (0 = the last item; older than ``K - 1``
       share ``b_{K-1}``). Costs one scatter over the session's distinct items; 0 = off.
-    * ``rule_fusion`` (a hybrid, evaluation only): ``alpha > 0`` ranks items by
-      ``softmax(scores) + alpha * rules(session)`` (probabilities plus rule scores), where
-      ``rules`` is the :class:`~recbole_srgnn.model.rules.RuleScorer` of the training split
-      (sequence rules from the last item, ``rule_steps`` apart at most, plus
-      ``rule_repeat_boost`` for items already in the session). Training is unchanged, so
-      ``alpha`` can be set on a trained checkpoint and chosen on validation
-      (``python -m recbole_srgnn.fusion``); 0 = off.
+
+    Ranking with the sequence rules as well ("SR-GNN + rules") is not this model's job: the
+    evaluation-time :class:`~recbole_srgnn.model.fused.FusedRanker` combines trained models with
+    the rules (``python -m recbole_srgnn.fusion`` chooses their weight on validation).
     """
 
     def __init__(self, config, dataset) -> None:
@@ -59,16 +56,10 @@ class SRGNN(SessionScorer):
         self.repeat_bias = (
             nn.Parameter(torch.zeros(self.repeat_recency)) if self.repeat_recency else None
         )
-        self.rule_fusion = float(config["rule_fusion"] or 0.0)
-        if self.rule_fusion < 0:
-            raise ValueError("rule_fusion must be >= 0 (0 = off)")
-        self.rules = None
-        if self.rule_fusion:
-            steps, boost = config["rule_steps"], config["rule_repeat_boost"]
-            self.rules = RuleScorer.from_dataset(
-                self, dataset, 10 if steps is None else int(steps),
-                0.0 if boost is None else float(boost),
-            )
+        if config["rule_fusion"]:  # a removed option: refuse it rather than rank without the rules
+            raise InputError(f"rule_fusion={config['rule_fusion']}: SRGNN no longer ranks with the "
+                             "sequence rules itself; python -m recbole_srgnn.fusion does (--trained "
+                             "takes a model trained by run.py); rule_fusion=0 tests the model alone")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -99,21 +90,14 @@ class SRGNN(SessionScorer):
         graphs = build_session_graphs(item_seq, item_seq_len, num_items=self.n_items)
         return self._encode_graphs(graphs)
 
-    def network_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        """The network's scores (logits) of every item, without the rules of ``rule_fusion``."""
+    def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        """``[B, n_items]`` scores (logits) of every item, with the options' scaling and biases."""
         graphs = build_session_graphs(item_seq, item_seq_len, num_items=self.n_items)
         scores = self._encode_graphs(graphs) @ self.item_table().t()
         if self.norm_scale:
             scores = self.norm_scale * scores
         if self.repeat_bias is not None:
             scores = self._add_repeat_bias(scores, graphs, item_seq_len)
-        return scores
-
-    def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        scores = self.network_scores(item_seq, item_seq_len)
-        if self.rules is not None and not self.training:
-            scores = torch.softmax(scores, dim=-1) + self.rule_fusion * self.rules(
-                item_seq, item_seq_len)
         return scores
 
     def _add_repeat_bias(self, scores: Tensor, graphs, item_seq_len: Tensor) -> Tensor:

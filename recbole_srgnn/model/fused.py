@@ -1,0 +1,77 @@
+"""The evaluation-time ranker of trained models plus a non-neural scorer: "SR-GNN + rules".
+
+One formula serves one trained model with the sequence rules ("SR-GNN + rules") and several,
+e.g. one per training seed (an ensemble: models trained with different seeds make partly
+independent mistakes, and averaging their next-item distributions is the classic way to use
+that; Dietterich, *Ensemble methods in machine learning*, 2000). With ``M`` members and a
+scorer weighted by ``alpha``:
+
+.. math::
+    \\mathrm{score}(i) = \\frac{1}{M} \\sum_{m=1}^{M} \\mathrm{softmax}(z^{(m)})_i
+        + \\alpha\\, \\mathrm{scorer}(s)_i
+
+where :math:`z^{(m)}` are member ``m``'s scores of every item (``full_scores``) and the scorer
+is e.g. the :class:`~recbole_srgnn.model.rules.RuleScorer` of the training split. Nothing is
+trained here and the members stay plain models: the module only ranks, so RecBole's evaluator
+can test it like any model (``trainer.evaluate`` inside :func:`evaluating`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class FusedRanker(nn.Module):
+    """Mean of the members' softmax probabilities plus ``alpha`` times the scorer's scores.
+
+    ``members``: trained models with ``full_scores(item_seq, item_seq_len)`` over the same item
+    ids (:class:`~recbole_srgnn.model.session.SessionScorer`). ``scorer``: a module mapping
+    ``(item_seq, item_seq_len)`` to ``[B, n_items]`` scores, or None; ``alpha >= 0`` its weight
+    (an attribute: a sweep may change it between evaluations).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], scorer: nn.Module | None = None,
+                 alpha: float = 0.0) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a ranker needs at least one member")
+        if alpha < 0 or (alpha and scorer is None):
+            raise ValueError("alpha must be >= 0, and > 0 only with a scorer (the rules)")
+        self.members = nn.ModuleList(members)
+        self.scorer = scorer
+        self.alpha = float(alpha)
+        first = members[0]
+        self.ITEM_SEQ, self.ITEM_SEQ_LEN, self.ITEM_ID = first.ITEM_SEQ, first.ITEM_SEQ_LEN, first.ITEM_ID
+
+    @torch.no_grad()
+    def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        probs = None
+        for member in self.members:
+            p = torch.softmax(member.full_scores(item_seq, item_seq_len), dim=-1)
+            probs = p if probs is None else probs.add_(p)
+        probs = probs.div_(len(self.members))
+        if self.alpha:
+            probs = probs + self.alpha * self.scorer(item_seq, item_seq_len)
+        return probs
+
+    def full_sort_predict(self, interaction) -> Tensor:
+        return self.full_scores(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+
+    def predict(self, interaction) -> Tensor:
+        items = interaction[self.ITEM_ID]
+        return self.full_sort_predict(interaction).gather(1, items.unsqueeze(1)).squeeze(1)
+
+
+@contextlib.contextmanager
+def evaluating(trainer, model: nn.Module) -> Iterator[None]:
+    """Let ``trainer.evaluate`` rank with ``model`` (e.g. a :class:`FusedRanker`) for a while."""
+    kept = trainer.model
+    trainer.model = model
+    try:
+        yield
+    finally:
+        trainer.model = kept
