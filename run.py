@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
+from recbole_srgnn.files import check_output_file
 from recbole_srgnn.experiments.options import split_options
 
 DEFAULT_MODEL = "SRGNN"
@@ -30,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train a session-based next-item recommender on pre-augmented RecBole benchmark "
             "files, validate every epoch (early stopping on valid_metric), test the best model, "
             "print a results table and write a results JSON. Model names resolve to the plugin's "
-            "models first (SRGNN, LastItem), then RecBole's built-ins (GRU4Rec, NARM, STAMP, ...); "
-            "RecBoleSRGNN is RecBole's own SR-GNN."
+            "models first (SRGNN; the baselines LastItem, SessionPop and SequenceRules), then "
+            "RecBole's built-ins (GRU4Rec, NARM, STAMP, ...); RecBoleSRGNN is RecBole's own "
+            "SR-GNN."
         ),
         epilog=(
             "Any other --key=value is a RecBole or plugin option, e.g. --epochs=5 "
@@ -89,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         options["threads"] = args.threads
     config_files = args.config_files.split() if args.config_files else None
+    for flag, path in (("--result_file", args.result_file), ("--resume_file", args.resume_file)):
+        if path is not None:  # before any work, not after training
+            check_output_file(path, flag)
+    if args.checkpoint and Path(args.checkpoint).is_dir():
+        raise InputError(f"--checkpoint {args.checkpoint} is a folder; give a .pth file "
+                         "(checkpoints are written to checkpoint_dir, saved/ by default)")
 
     # Import after parsing: --help and option errors stay instant.
     from recbole_srgnn.training.checkpoints import evaluate_checkpoint

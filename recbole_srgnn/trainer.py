@@ -55,6 +55,7 @@ from recbole.utils import get_local_time
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
+from recbole_srgnn.provenance import DATA_KEY, check_data, seal, verify_seal
 from recbole_srgnn.run_identity import (
     RESUME_EXEMPT,
     without_added_defaults,
@@ -108,15 +109,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise InputError(f"checkpoint {path} does not exist")
     try:
         state = load_weights_only(path, map_location=map_location)
-    except LOAD_ERRORS as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except LOAD_ERRORS as exc:  # torch's own message suggests unsafe loading: not passed on
         raise InputError(
-            f"{path} is not a weights-only recbole_srgnn checkpoint ({first_line})"
+            f"{path} is not a recbole_srgnn checkpoint (not readable as tensors and plain "
+            f"values: {type(exc).__name__})"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
             f"{path} is not a recbole_srgnn checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
         )
+    verify_seal(state, path)
     return state
 
 
@@ -137,6 +139,9 @@ class SessionTrainer(Trainer):
         super().__init__(config, model)
         self.model_name = model_name or config["model"]
         self.settings: dict | None = None
+        # set by the pipeline: the data this model trains on (provenance.data_fingerprint);
+        # stored in checkpoints and resume states, compared when they are loaded
+        self.data_fingerprint: dict | None = None
         name = f"{self.model_name}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}.pth"
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
         self.decay_updates = 0  # set by _build_lr_scheduler (plateau's update cap)
@@ -311,6 +316,7 @@ class SessionTrainer(Trainer):
             "updates_since_decay": int(self.updates_since_decay),
             "config": plain_config(self.config),
             "settings": plain(self.settings) if self.settings is not None else None,
+            DATA_KEY: self.data_fingerprint,
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -322,7 +328,7 @@ class SessionTrainer(Trainer):
             }
             return
         path = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = self.checkpoint_state(epoch)
+        state = seal(self.checkpoint_state(epoch))  # checksum verified when loaded
         with atomic_outputs([path]) as (tmp,):
             torch.save(state, tmp)
         self.checkpoint_written = True
@@ -336,6 +342,8 @@ class SessionTrainer(Trainer):
     def resume_checkpoint(self, resume_file):
         """Continue training from one of our checkpoints (read with ``weights_only=True``)."""
         state = load_checkpoint(resume_file, map_location=self.device)
+        if self.data_fingerprint is not None:
+            check_data(state.get(DATA_KEY), self.data_fingerprint, resume_file)
         if state["model"] != self.model_name:
             self.logger.warning(
                 f"checkpoint {resume_file} is for model {state['model']}, not {self.model_name}"
@@ -374,6 +382,7 @@ class SessionTrainer(Trainer):
             "rng": _rng_states(train_data),
             "spent": self.resume_spent() if self.resume_spent is not None else None,
         }
+        seal(state)
         with atomic_outputs([self.resume_file]) as (tmp,):
             torch.save(state, tmp)
 
@@ -391,6 +400,8 @@ class SessionTrainer(Trainer):
         if settings is not None and _identity(state.get("settings")) != _identity(settings):
             raise InputError(f"{path} belongs to a run with other settings; "
                              "delete it to start again")
+        if self.data_fingerprint is not None:
+            check_data(state.get(DATA_KEY), self.data_fingerprint, path)
         self.load_weights(state)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
@@ -455,6 +466,7 @@ def read_resume_state(path: str | os.PathLike, map_location: Any = "cpu", mmap: 
             from exc
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise InputError(f"{path} is not a recbole_srgnn resume state{hint}")
+    verify_seal(state, path)
     return state
 
 

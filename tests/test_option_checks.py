@@ -1,4 +1,4 @@
-"""Options checked before any work (recbole_srgnn.option_checks), on the real property files."""
+"""Options checked before any work (recbole_srgnn.training.option_checks), on the real property files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.model.srgnn import SRGNN
-from recbole_srgnn.option_checks import check_layers
+from recbole_srgnn.training.option_checks import check_layers
 from recbole_srgnn.training.config import PROPERTIES_DIR, config_layers, parse_dict
 
 
@@ -17,24 +17,24 @@ def _check(options: dict, files=None, notes=None, model_class=SRGNN, name="SRGNN
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("learning_rate", "abc", "learning_rate='abc': expected a number > 0"),
-    ("learning_rate", "-1", "learning_rate=-1: expected a number > 0"),
-    ("epochs", "abc", "epochs='abc': expected an integer >= 1"),
-    ("epochs", "-1", "epochs=-1: expected an integer >= 1"),
-    ("epochs", "2.5", "epochs=2.5: expected an integer >= 1"),
-    ("train_batch_size", "0", "train_batch_size=0: expected an integer >= 1"),
-    ("lr_decay_rate", "1.5", "lr_decay_rate=1.5: expected a number in (0, 1]"),
-    ("lr_scheduler", "cosine", "lr_scheduler='cosine': expected one of plateau, step, none"),
-    ("embedding_dropout", "1", "embedding_dropout=1: expected a number in [0, 1)"),
-    ("threads", "0", "threads=0: expected auto or an integer >= 1"),
-    ("valid_metric", "MRR@11", "valid_metric=MRR@11: expected MRR@K with K in topk"),
-    ("valid_metric", "Foo@10", "valid_metric=Foo@10: Foo is not among metrics"),
+    ("learning_rate", "abc", "learning_rate must be a number > 0, got 'abc'"),
+    ("learning_rate", "-1", "learning_rate must be a number > 0, got -1"),
+    ("epochs", "abc", "epochs must be an integer >= 1, got 'abc'"),
+    ("epochs", "-1", "epochs must be an integer >= 1, got -1"),
+    ("epochs", "2.5", "epochs must be an integer >= 1, got 2.5"),
+    ("train_batch_size", "0", "train_batch_size must be an integer >= 1, got 0"),
+    ("lr_decay_rate", "1.5", "lr_decay_rate must be a number in (0, 1], got 1.5"),
+    ("lr_scheduler", "cosine", "lr_scheduler must be one of plateau, step, none, got 'cosine'"),
+    ("embedding_dropout", "1", "embedding_dropout must be a number in [0, 1), got 1"),
+    ("threads", "0", "threads must be auto or an integer >= 1, got 0"),
+    ("valid_metric", "MRR@11", "valid_metric must be MRR@K with K in topk"),
+    ("valid_metric", "Foo@10", "valid_metric Foo@10: Foo is not among metrics"),
     ("metrics", "['Hit','MRRR']", "unknown metric 'MRRR'; did you mean mrr?"),
-    ("topk", "[10,0]", "topk=[10, 0]: expected positive integers"),
-    ("learning_rat", "0.01", "learning_rat=0.01: unknown option; did you mean learning_rate?"),
-    ("embeding_size", "8", "unknown option; did you mean embedding_size?"),
-    ("show_progress", "3", "show_progress=3: expected true or false"),
-    ("eval_args", "5", "eval_args=5: expected a mapping"),
+    ("topk", "[10,0]", "topk must be positive integers, e.g. [10, 20], got [10, 0]"),
+    ("learning_rat", "0.01", "unknown option learning_rat; did you mean learning_rate?"),
+    ("embeding_size", "8", "unknown option embeding_size; did you mean embedding_size?"),
+    ("show_progress", "3", "show_progress must be true or false, got 3"),
+    ("eval_args", "5", "eval_args must be a mapping"),
 ])
 def test_bad_options_are_one_line_errors(option, value, expected):
     with pytest.raises(InputError) as caught:
@@ -54,7 +54,7 @@ def test_good_options_pass_and_unknown_far_ones_are_noted():
 def test_a_config_file_is_named(tmp_path):
     extra = tmp_path / "extra.yaml"
     extra.write_text("train_batch_size: 0\n")
-    with pytest.raises(InputError, match=r"config file .*extra.yaml: train_batch_size=0"):
+    with pytest.raises(InputError, match=r"config file .*extra.yaml: train_batch_size must be an integer >= 1, got 0"):
         _check({}, files=[str(extra)])
 
 
@@ -62,5 +62,5 @@ def test_recbole_models_use_their_own_defaults():
     from recbole.model.sequential_recommender import GRU4Rec
 
     _check({"num_layers": "2", "dropout_prob": "0.2"}, model_class=GRU4Rec, name="GRU4Rec")
-    with pytest.raises(InputError, match="dropout_prob=2: expected a number in"):
+    with pytest.raises(InputError, match="dropout_prob must be a number in"):
         _check({"dropout_prob": "2"}, model_class=GRU4Rec, name="GRU4Rec")

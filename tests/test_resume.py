@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -284,6 +285,7 @@ def test_state_from_before_an_added_setting_resumes_a_run_that_keeps_its_default
     saved = torch.load(state, weights_only=True)
     assert saved["settings"]["train_on_valid"] is False
     del saved["settings"]["train_on_valid"]  # as an older version wrote it
+    del saved["checksum"], saved["data_fingerprint"]  # older versions recorded neither
     torch.save(saved, state)
     before = state.read_bytes()
 
@@ -307,8 +309,23 @@ def test_state_from_before_a_removed_setting_resumes_a_run_that_no_longer_has_it
     saved = torch.load(state, weights_only=True)
     assert "rule_fusion" not in saved["settings"]  # the model's defaults no longer name it
     saved["settings"].update({"rule_fusion": 0, "rule_steps": 10, "rule_repeat_boost": 0.0})
+    del saved["checksum"], saved["data_fingerprint"]  # older versions recorded neither
     torch.save(saved, state)  # as an older version wrote it
     epochs_seen = []
     resumed = run(workdir, "SRGNN", "removed-resumed", saved=False, resume_file=state,
                   epoch_callback=lambda epoch, *rest: epochs_seen.append(epoch))
     assert epochs_seen == [1, 2] and resumed["training_parts"] == 2
+
+
+def test_resume_message_counts_epochs_like_the_lines_after_it(workdir, caplog):
+    state = workdir / "message.resume.pth"
+    with pytest.raises(Interrupted):
+        run(workdir, "GRU4Rec", "message-cut", saved=False, resume_file=state,
+            epoch_callback=interrupt_after(0))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        runs.run(model_of("GRU4Rec"), "tiny", config_dict=config(workdir, "GRU4Rec"),
+                 result_file=workdir / "message.json", quiet=False, resume_file=state,
+                 show_progress=False)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resumed")]
+    assert "1 epoch(s) done, going on with epoch 1 (counted from 0" in line

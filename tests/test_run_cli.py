@@ -190,3 +190,115 @@ def test_split_options_unit():
     args, extra = parser.parse_known_args(["--data_path=/d", "--model=NARM"])
     assert args.model == "NARM" and args.dataset == "retailrocket-synthetic"
     assert extra == ["--data_path=/d"]  # never taken as an abbreviation of --dataset
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and output paths are checked before any work; checkpoints prove what they are
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("option, needle", [
+    ("--learning_rate=abc", "learning_rate must be a number > 0, got 'abc'"),
+    ("--learning_rate=-1", "learning_rate must be a number > 0, got -1"),
+    ("--epochs=abc", "epochs must be an integer >= 1, got 'abc'"),
+    ("--epochs=-1", "epochs must be an integer >= 1, got -1"),
+    ("--train_batch_size=0", "train_batch_size must be an integer >= 1, got 0"),
+    ("--valid_metric=MRR@11", "valid_metric must be MRR@K with K in topk"),
+    ("--valid_metric=Recal@10", "Recal is not among metrics"),
+    ("--learning_rat=0.01", "unknown option learning_rat; did you mean learning_rate?"),
+])
+def test_bad_values_are_refused_before_any_work(workdir, capsys, monkeypatch, option, needle):
+    monkeypatch.chdir(workdir)
+    checkpoints = workdir / f"ck-{abs(hash(option))}"
+    proc = main_in_process("--model=SRGNN", "--dataset=tiny", f"--data_path={workdir / 'data'}",
+                           f"--checkpoint_dir={checkpoints}", option, capsys=capsys)
+    assert_one_line_error(proc, needle)
+    assert not checkpoints.exists()  # no Config, no data, no model: nothing was set up
+
+
+def test_output_paths_are_checked_before_training(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    folder = workdir / "an-output-folder"
+    folder.mkdir()
+    checkpoints = workdir / "ck-outputs"
+    base = ["--model=GRU4Rec", "--dataset=tiny", f"--data_path={workdir / 'data'}",
+            f"--checkpoint_dir={checkpoints}", "--epochs=1"]
+    for flag in ("--resume_file", "--result_file"):
+        proc = main_in_process(*base, f"{flag}={folder}", capsys=capsys)
+        assert_one_line_error(proc, flag, "is a folder")
+    assert list(folder.iterdir()) == [] and not checkpoints.exists()  # nothing left behind
+    proc = main_in_process(f"--checkpoint={folder}", capsys=capsys)
+    assert_one_line_error(proc, "is a folder")
+
+
+def test_help_names_every_plugin_model(workdir):
+    from recbole_srgnn.model import MODELS
+
+    proc = run_cli("--help", cwd=workdir)
+    text = " ".join(proc.stdout.split())
+    assert all(name in text for name in MODELS), text
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """A one-epoch SR-GNN on the tiny data, its checkpoint and the data folder it came from."""
+    data = workdir / "data-proof"
+    write_tiny_benchmark(data)
+    result_file = workdir / "proof.json"
+    proc = run_cli("--model=SRGNN", "--dataset=tiny", f"--data_path={data}", "--epochs=1",
+                   "--embedding_size=8", "--train_batch_size=64", "--threads", "1",
+                   f"--checkpoint_dir={workdir / 'ck-proof'}", f"--result_file={result_file}",
+                   cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(result_file.read_text())
+    return Path(results["checkpoint"]), data, results, proc.stdout
+
+
+def test_run_summary_names_the_checkpoint(trained):
+    checkpoint, _, _, stdout = trained
+    assert f"checkpoint: {checkpoint}" in stdout
+
+
+def test_a_checkpoint_whose_tensor_bytes_changed_is_refused(trained, workdir, capsys, monkeypatch):
+    import torch
+
+    checkpoint, _, _, _ = trained
+    state = torch.load(checkpoint, weights_only=True)
+    raw = state["state_dict"]["item_embedding.weight"].numpy().tobytes()
+    data = bytearray(checkpoint.read_bytes())
+    at = bytes(data).find(raw[:64])
+    assert at > 0
+    data[at + 17] ^= 0x04  # one bit of one weight
+    altered = workdir / "altered.pth"
+    altered.write_bytes(bytes(data))
+    monkeypatch.chdir(workdir)
+    proc = main_in_process(f"--checkpoint={altered}", capsys=capsys)
+    line = assert_one_line_error(proc, "altered.pth", "damaged or was modified")
+    assert "weights_only" not in line
+    proc = main_in_process(f"--checkpoint={checkpoint}", "--quiet",
+                           f"--result_file={workdir / 'proof-eval.json'}", capsys=capsys)
+    assert proc.returncode == 0, proc.stderr  # the untouched file still loads
+
+
+def _copy_data(source: Path, target: Path, edit) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    for path in (target / "tiny").glob("*.inter"):
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0], *map(edit, lines[1:])]) + "\n")
+    return target
+
+
+def test_a_checkpoint_on_changed_data_is_refused(trained, workdir, capsys, monkeypatch):
+    checkpoint, data, _, _ = trained
+    monkeypatch.chdir(workdir)
+    # one more item: the embedding table no longer fits (a traceback before)
+    more = _copy_data(data, workdir / "data-more", lambda row: row.replace("\t3\t", "\t99\t"))
+    proc = main_in_process(f"--checkpoint={checkpoint}", f"--data_path={more}", capsys=capsys)
+    assert_one_line_error(proc, "was trained on dataset 'tiny' with", "but the dataset now has")
+    # the same number of items under other names: wrong metrics without a word before
+    renamed = _copy_data(data, workdir / "data-renamed",
+                         lambda row: "\t".join([row.split("\t")[0],
+                                                " ".join("x" + i for i in row.split("\t")[1].split()),
+                                                "x" + row.split("\t")[2], row.split("\t")[3]]))
+    proc = main_in_process(f"--checkpoint={checkpoint}", f"--data_path={renamed}", capsys=capsys)
+    assert_one_line_error(proc, "items (or their ids) differ")

@@ -3,7 +3,8 @@ to evaluate) and ``evaluate_checkpoint`` (its test split, written as a results J
 
 Checkpoints store the merged settings they were trained with, so the same ``Config`` is built
 again without the original command line; ``config_dict`` goes on top (another ``data_path``,
-``gpu_id``, or an evaluation-time option such as ``rule_fusion``).
+``gpu_id``). Its content checksum and the fingerprint of the data it was trained on are
+verified first (``recbole_srgnn.provenance``): a changed file or dataset is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from recbole.config import Config
 from recbole.utils import init_seed
 
 from recbole_srgnn.errors import InputError
+from recbole_srgnn.files import check_output_file
 from recbole_srgnn.prepared_data import prepare_data
+from recbole_srgnn.provenance import DATA_KEY, check_data, data_fingerprint
 from recbole_srgnn.trainer import SessionTrainer, load_checkpoint
 from recbole_srgnn.training.config import make_config, merge_layers, parse_dict
 from recbole_srgnn.training.datasets import ensure_dataset
@@ -52,8 +55,7 @@ def load_trained(
     """Rebuild a saved model with its data splits, weights loaded, ready to ``trainer.evaluate``.
 
     The Config comes from the settings stored in the checkpoint (model, dataset, data_path,
-    every option), with ``config_dict`` on top (e.g. another ``data_path``, ``gpu_id`` or an
-    evaluation-time option such as ``rule_fusion``).
+    every option), with ``config_dict`` on top (e.g. another ``data_path`` or ``gpu_id``).
     """
     state = load_checkpoint(checkpoint, map_location="cpu")
     name, dataset = state.get("model"), state.get("dataset")
@@ -66,10 +68,13 @@ def load_trained(
     config = make_config(model_class, dataset, settings)
     start(config, quiet)
     data, train_data, valid_data, test_data = prepare_data(config)
+    fingerprint = data_fingerprint(data, settings["data_path"], dataset)
+    check_data(state.get(DATA_KEY), fingerprint, checkpoint)  # before weights meet other items
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     net = model_class(config, train_data._dataset).to(config["device"])
     trainer = SessionTrainer(config, net, model_name=name)
     trainer.settings = settings
+    trainer.data_fingerprint = fingerprint
     trainer.load_weights(load_checkpoint(checkpoint, map_location=config["device"]))
     return Trained(name, config, state, data, train_data, valid_data, test_data, trainer)
 
@@ -86,6 +91,8 @@ def evaluate_checkpoint(
     The Config is rebuilt from the settings stored in the checkpoint (model, dataset, data_path,
     every option), with ``config_dict`` on top (e.g. another ``data_path`` or ``gpu_id``).
     """
+    if result_file is not None:
+        check_output_file(result_file, "result_file")
     with quiet_logging(quiet):
         loaded = load_trained(checkpoint, config_dict, quiet=quiet)
         started = time.perf_counter()

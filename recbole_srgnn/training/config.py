@@ -23,6 +23,7 @@ from recbole.config import Config
 
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.training.models import resolve_model_name
+from recbole_srgnn.training.option_checks import check_layers
 from recbole_srgnn.training.recbole_compat import LayeredConfig
 from recbole_srgnn.yaml_files import parse_yaml
 
@@ -129,11 +130,16 @@ def layered_settings(
     config_dict: Mapping[str, Any] | None = None,
     properties_dir: str | os.PathLike | None = None,
 ) -> tuple[str, type, dict]:
-    """(canonical model name, model class, merged settings) for ``model`` on ``dataset``."""
+    """(canonical model name, model class, merged settings) for ``model`` on ``dataset``.
+
+    The options a user gave (config files, ``config_dict``) are checked first
+    (:func:`~recbole_srgnn.training.option_checks.check_layers`): a bad type, range, metric or
+    a misspelled key is an InputError before any data is read."""
     name, model_class = resolve_model_name(model)
     dataset = validate_dataset_name(dataset)
-    settings = merge_layers(config_layers(name, dataset, config_files, config_dict, properties_dir))
-    return name, model_class, settings
+    layers = config_layers(name, dataset, config_files, config_dict, properties_dir)
+    check_layers(layers, model_class, properties_dir or PROPERTIES_DIR)  # before any work
+    return name, model_class, merge_layers(layers)
 
 
 def make_config(model_class: type, dataset: str, settings: Mapping[str, Any]) -> Config:

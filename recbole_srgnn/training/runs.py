@@ -17,7 +17,9 @@ from typing import Any, Callable
 import torch
 from recbole.utils import init_seed
 
+from recbole_srgnn.files import check_output_file
 from recbole_srgnn.prepared_data import prepare_data
+from recbole_srgnn.provenance import data_fingerprint
 from recbole_srgnn.trainer import SessionTrainer, plain
 from recbole_srgnn.training.config import make_config
 from recbole_srgnn.training.datasets import ready_settings
@@ -60,6 +62,9 @@ def run(
     InputError) and the result is the one an uninterrupted run gives. The file is deleted once
     the results are written. ``seconds_total`` and the peak memory cover every part of the run.
     """
+    for option, path in (("result_file", result_file), ("resume_file", resume_file)):
+        if path is not None:
+            check_output_file(path, option)  # a bad output path fails now, not after training
     name, model_class, settings = ready_settings(model, dataset, config_files, config_dict)
     config = make_config(model_class, dataset, settings)
     with quiet_logging(quiet):
@@ -73,6 +78,7 @@ def run(
         log.info(net)
         trainer = SessionTrainer(config, net, model_name=name)
         trainer.settings = settings
+        trainer.data_fingerprint = data_fingerprint(data, settings["data_path"], dataset)
         progress = bool(show_progress and config["show_progress"] and not quiet)
         earlier = _resume(trainer, resume_file, train_data, settings)
         started = time.perf_counter()
@@ -108,6 +114,9 @@ def run(
                   f"{results['epochs_trained']} epochs trained")
             print(results_table(results["best_valid_result"], results["test_result"],
                                 list(config["metrics"])))
+            if results.get("checkpoint"):
+                print(f"checkpoint: {results['checkpoint']}  (evaluate again: python run.py "
+                      f"--checkpoint={results['checkpoint']})")
             print(f"results: {path}")
         if resume_file is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -129,7 +138,10 @@ def _resume(trainer: SessionTrainer, resume_file, train_data, settings: dict) ->
     if os.path.isfile(resume_file):
         state = trainer.load_resume_state(resume_file, train_data, settings=plain(settings))
         earlier = dict(state.get("spent") or {})
-        logging.getLogger().info(f"resumed from {resume_file} after epoch {state['epoch'] + 1}")
+        done = int(state["epoch"]) + 1
+        logging.getLogger().info(  # RecBole's log lines count epochs from 0
+            f"resumed from {resume_file}: {done} epoch(s) done, going on with epoch {done} "
+            f"(counted from 0 as in the lines below)")
     before = float(earlier.get("seconds_total", 0.0))
     memory_before = dict(earlier.get("peak_memory", {}))
     parts = int(earlier.get("parts", 0)) + 1

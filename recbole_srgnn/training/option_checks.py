@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from .errors import InputError
+from recbole_srgnn.errors import InputError
+from recbole_srgnn.run_identity import REMOVED_SETTINGS
 
 RECBOLE_PROPERTIES = "properties"
 
@@ -37,7 +38,7 @@ RUNTIME_KEYS = frozenset({
     "nproc", "world_size", "offset", "ip", "port", "local_rank", "single_spec", "device",
     "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_neg_sample_args",
     "test_neg_sample_args", "additional_feat_suffix", "config_files", "data_progress",
-})
+}) | frozenset(REMOVED_SETTINGS)  # options older checkpoints and fusion configs still carry
 
 
 # List options that RecBole (or the registry) also takes as one value.
@@ -89,7 +90,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": _int_at_least(1),
     "train_batch_size": _int_at_least(1),
     "eval_batch_size": _int_at_least(1),
-    "stopping_step": _int_at_least(1),
+    "stopping_step": _int_at_least(0),
     "eval_step": _int_at_least(1),
     "embedding_size": _int_at_least(1),
     "hidden_size": _int_at_least(1),
@@ -175,10 +176,8 @@ def _type_problem(key: str, value: Any, default: Any) -> str | None:
     return None
 
 
-def _shown(key: str, value: Any, source: str) -> str:
-    where = "" if source == "config_dict" else f"config file {source}: "
-    text = repr(value) if isinstance(value, str) else str(value)
-    return f"{where}{key}={text}"
+def _where(source: str) -> str:
+    return "" if source == "config_dict" else f"config file {source}: "
 
 
 def _as_list(value: Any) -> list:
@@ -197,18 +196,18 @@ def _check_metrics(settings: Mapping[str, Any]) -> None:
                          f"{', '.join(sorted(metrics_dict))})")
     topk = _as_list(settings.get("topk") or [])
     if not topk or not all(_integer(k) and k >= 1 for k in topk):
-        raise InputError(f"topk={settings.get('topk')}: expected positive integers, e.g. [10, 20]")
+        raise InputError(f"topk must be positive integers, e.g. [10, 20], got {settings.get('topk')!r}")
     valid = settings.get("valid_metric")
     if valid is None:
         return
     name, _, cut = str(valid).partition("@")
     if name.lower() not in {m.lower() for m in metrics}:
-        raise InputError(f"valid_metric={valid}: {name} is not among metrics "
+        raise InputError(f"valid_metric {valid}: {name} is not among metrics "
                          f"({', '.join(metrics)})")
     if "rec.topk" in getattr(metrics_dict[name.lower()], "metric_need", ()):
         if not cut.isdigit() or int(cut) not in topk:
-            raise InputError(f"valid_metric={valid}: expected {name}@K with K in topk "
-                             f"({', '.join(map(str, topk))})")
+            raise InputError(f"valid_metric must be {name}@K with K in topk "
+                             f"({', '.join(map(str, topk))}), got {valid!r}")
 
 
 def check_options(
@@ -237,8 +236,8 @@ def check_options(
             if key not in known and key not in defaults:
                 close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
                 if close:
-                    raise InputError(f"{_shown(key, value, source)}: unknown option; did you "
-                                     f"mean {close[0]}?")
+                    raise InputError(f"{_where(source)}unknown option {key}; did you mean "
+                                     f"{close[0]}?")
                 if key not in noted:
                     noted.add(key)
                     warn(f"note: {key} is not a RecBole or plugin option; passed on as given")
@@ -247,11 +246,11 @@ def check_options(
             if rule is not None:
                 test, expected = rule
                 if value is not None and not test(value):
-                    raise InputError(f"{_shown(key, value, source)}: expected {expected}")
+                    raise InputError(f"{_where(source)}{key} must be {expected}, got {value!r}")
                 continue
             problem = _type_problem(key, value, defaults.get(key))
             if problem is not None:
-                raise InputError(f"{_shown(key, value, source)}: expected {problem}")
+                raise InputError(f"{_where(source)}{key} must be {problem}, got {value!r}")
     _check_metrics(settings)
 
 
