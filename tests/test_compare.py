@@ -639,6 +639,24 @@ def test_bad_config_is_one_line_exit_2(tmp_path, change, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"settings": {"learning_rat": 0.01}}, "unknown option learning_rat; did you mean learning_rate?"),
+    ({"models": [{"name": "SRGNN", "grid": {"learning_rate": [0.001, -1]}}]},
+     "learning_rate must be a number > 0, got -1"),
+    ({"settings": {"valid_metric": "MRR@7"}}, "valid_metric must be MRR@K with K in topk"),
+])
+def test_bad_options_stop_the_comparison_before_any_run(tmp_path, monkeypatch, change, message):
+    data = copy.deepcopy(BASE)
+    data.update(change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = call(["--config", path, "--out", tmp_path / "out", "--in-process"])
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not list((tmp_path / "out").rglob("*.json"))  # no run was made
+    assert not (tmp_path / "dataset").exists()  # nor any data prepared
+
+
 def test_cli_errors_are_one_line(tmp_path):
     for argv, message in [
         (["--config", tmp_path / "missing.yaml"], "does not exist"),

@@ -118,24 +118,33 @@ def _resolve_models(exp: Experiment) -> None:
 
 def _preflight(exp: Experiment, todo: Sequence[RunSpec]) -> None:
     """Check names and settings, and build a registered dataset once, before any run."""
+    from recbole_srgnn.training.config import layered_settings
     from recbole_srgnn.training.datasets import ready_config
 
+    def config_of(spec: RunSpec) -> dict:
+        return {**spec.config_dict, "checkpoint_dir": tempfile.gettempdir()}
+
     checked = set()
+    for spec in todo:  # options of every grid point first: nothing is built while one is bad
+        if (spec.name, spec.tag) not in checked:
+            checked.add((spec.name, spec.tag))
+            try:
+                layered_settings(spec.model, spec.dataset, None, config_of(spec))
+            except InputError as exc:
+                raise InputError(f"{exp.path}: model {spec.name} ({spec.tag}): {exc}") from None
+    built = set()
     for spec in todo:
-        if spec.name in checked:
+        if spec.name in built:
             continue
-        config = dict(spec.config_dict)
-        config["checkpoint_dir"] = tempfile.gettempdir()
         # The first check may build the dataset (its progress is worth seeing); the others
         # would only repeat "reusing the conversion".
-        quiet = contextlib.redirect_stdout(io.StringIO()) if checked else contextlib.nullcontext()
-        checked.add(spec.name)
+        quiet = contextlib.redirect_stdout(io.StringIO()) if built else contextlib.nullcontext()
+        built.add(spec.name)
         try:
             with quiet:
-                ready_config(spec.model, spec.dataset, None, config)
+                ready_config(spec.model, spec.dataset, None, config_of(spec))
         except InputError as exc:
             raise InputError(f"{exp.path}: model {spec.name}: {exc}") from None
-
 
 
 @cli_errors
