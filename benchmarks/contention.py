@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from recbole_srgnn.errors import OneLineArgumentParser, cli_errors
+
 from benchmarks.speed import machine
 from recbole_srgnn.files import atomic_outputs
 
@@ -122,13 +124,14 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(flag_aliases={"--out": "--output", "--results": "--output"}, description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds after which one quick start is stopped (default 300)")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
                         help="thread settings to measure (default: all)")
-    parser.add_argument("--out", default=str(RESULTS / "contention"),
+    parser.add_argument("--output", default=str(RESULTS / "contention"),
                         help="results path without suffix (default benchmarks/results/contention)")
     args = parser.parse_args(argv)
     print("[contention] warm-up run (builds the embedded dataset if needed) ...", flush=True)
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": "python -m benchmarks.contention " + " ".join(argv or sys.argv[1:]),
               "machine": machine(), "timeout": args.timeout, "load_before": load_before,
               "load_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}
-    out = Path(args.out)
+    out = Path(args.output)
     with atomic_outputs([out.with_suffix(".json"), out.with_suffix(".md")]) as (js, md):
         js.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         md.write_text(render(report), encoding="utf-8")

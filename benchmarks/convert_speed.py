@@ -7,13 +7,13 @@ cached path), recording wall time (inside the process: the conversion call; outs
 process incl. interpreter start and imports) and the process's peak RSS (``ru_maxrss``).
 
 It also times the test suite's naive pure-Python reference of the protocol against the
-converter on a smaller file (``--reference-events`` rows, default 200k), checking that both
+converter on a smaller file (``--reference_events`` rows, default 200k), checking that both
 produce the same bytes, and reports the ratio.
 
 Results: ``benchmarks/results/convert_speed.md`` and ``.json``, with the machine (cores, CPU
 model, RAM) and its load average before and after (the machine may be shared).
 
-    python benchmarks/convert_speed.py [--runs 3] [--events 2756101] [--reference-events 200000]
+    python benchmarks/convert_speed.py [--runs 3] [--events 2756101] [--reference_events 200000]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recbole_srgnn.errors import OneLineArgumentParser, cli_errors
 
 from recbole_srgnn.experiments.machine import machine
 
@@ -112,15 +114,16 @@ def reference_comparison(events: Path, workdir: Path) -> dict:
             "speedup": reference_s / converter_s, "identical_output": same}
 
 
+@cli_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(flag_aliases={"--out": "--output", "--results": "--output"}, description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", type=int, default=FULL_ROWS)
     parser.add_argument("--items", type=int, default=FULL_ITEMS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference-events", type=int, default=200_000,
+    parser.add_argument("--reference_events", type=int, default=200_000,
                         help="rows for the naive-reference comparison (0 = skip)")
-    parser.add_argument("--results", type=Path, default=RESULTS / "convert_speed")
+    parser.add_argument("--output", type=Path, default=RESULTS / "convert_speed")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
 
@@ -171,10 +174,10 @@ def main(argv=None) -> int:
                                                      for k, v in reference.items()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.results.with_suffix(".md").write_text(markdown(result))
-    print(f"wrote {args.results.with_suffix('.md')} and .json")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.output.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {args.output.with_suffix('.md')} and .json")
     return 0
 
 

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from recbole_srgnn.errors import OneLineArgumentParser, cli_errors
+
 from benchmarks.team_data import use_team_data
 from recbole_srgnn.experiments.machine import machine as experiment_machine
 
@@ -175,11 +177,11 @@ def measure(model: str, dataset: str, args) -> dict:
         sys.executable, "-m", "benchmarks.speed", "--worker",
         "--model", model, "--dataset", dataset,
         "--batches", str(args.batches), "--warmup", str(args.warmup),
-        "--batch-size", str(args.batch_size), "--embedding-size", str(args.embedding_size),
-        "--seed", str(args.seed), "--graph-batches", str(args.graph_batches),
+        "--batch_size", str(args.batch_size), "--embedding_size", str(args.embedding_size),
+        "--seed", str(args.seed), "--graph_batches", str(args.graph_batches),
         "--threads", str(args.threads),
-    ] + (["--data-path", args.data_path] if args.data_path else []) + (
-        ["--synthetic-events", str(args.synthetic_events)] if args.synthetic_events else [])
+    ] + (["--data_path", args.data_path] if args.data_path else []) + (
+        ["--synthetic_events", str(args.synthetic_events)] if args.synthetic_events else [])
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
@@ -255,26 +257,27 @@ def report(results: list[dict], args, info: dict, load: tuple) -> str:
     return "\n".join(lines)
 
 
+@cli_errors
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(flag_aliases={"--out": "--output", "--results": "--output"}, description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--batches", type=int, default=40, help="timed training batches (40)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (3)")
     parser.add_argument("--rounds", type=int, default=2, help="round-robin repetitions, best kept (2)")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--embedding-size", type=int, default=100)
-    parser.add_argument("--graph-batches", type=int, default=10, help="batches for the graph-builder timing")
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--embedding_size", type=int, default=100)
+    parser.add_argument("--graph_batches", type=int, default=10, help="batches for the graph-builder timing")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per measurement (0 = torch's default; 1 is steadier "
                              "on a shared machine)")
-    parser.add_argument("--synthetic-events", dest="synthetic_events", type=int, default=None,
+    parser.add_argument("--synthetic_events", dest="synthetic_events", type=int, default=None,
                         help="events in the generated retailrocket-synthetic log (default: its "
                              "YAML's synthetic_n_events, 120,000); smaller for a quick check")
-    parser.add_argument("--data-path", dest="data_path", default=None,
+    parser.add_argument("--data_path", dest="data_path", default=None,
                         help="RecBole data_path for the datasets (default: the configs' dataset/)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -303,7 +306,7 @@ def main(argv=None) -> int:
                     best[model] = result
         results.extend(best[m] for m in args.models)
     load = (load_before, os.getloadavg()[0])
-    out = Path(args.out)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.json").write_text(
         json.dumps({"machine": info, "load_average": load, "settings": vars(args), "results": results}, indent=2)

@@ -187,7 +187,7 @@ def test_an_output_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys)
     assert sorted(p.name for p in (tmp_path / "ps").iterdir()) == ["ps.stats.json"]
 
     assert cli.main(["synthetic", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path} is a folder")
+    assert capsys.readouterr().err.startswith(f"error: --output {tmp_path} is a folder")
 
 
 def test_binary_input_in_a_real_terminal_session_is_one_printable_line(tmp_path):

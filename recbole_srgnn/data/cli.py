@@ -42,6 +42,9 @@ def _number(text: str) -> float:
     return value
 
 
+OUT_ALIAS = {"--out": "--output"}  # the earlier spelling, still accepted
+
+
 def build_parser() -> argparse.ArgumentParser:
     from recbole_srgnn.data.retailrocket import EVENT_TYPES, PRESETS
 
@@ -50,38 +53,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{retailrocket,presplit,synthetic}",
                                 parser_class=OneLineArgumentParser)
 
-    rr = sub.add_parser("retailrocket", help="convert Retail Rocket events.csv (docs/design.md §2)",
+    rr = sub.add_parser("retailrocket", flag_aliases=OUT_ALIAS, help="convert Retail Rocket events.csv (docs/design.md §2)",
                         description="Convert Kaggle's Retail Rocket events.csv into "
                                     "DIR/<name>.{train,valid,test}.inter and DIR/<name>.stats.json.")
     rr.add_argument("--events", required=True, metavar="PATH", help="the events.csv file")
-    rr.add_argument("--out", required=True, metavar="DIR", help="output folder (its name names the dataset)")
+    rr.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (its name names the dataset)")
     rr.add_argument("--preset", choices=sorted(PRESETS), help="a published protocol; explicit options override it")
-    rr.add_argument("--session-gap", type=_number, metavar="SECONDS",
+    rr.add_argument("--session_gap", type=_number, metavar="SECONDS",
                     help="a gap strictly greater than this starts a new session (default 3600)")
-    rr.add_argument("--keep-events", nargs="+", metavar="TYPE",
+    rr.add_argument("--keep_events", nargs="+", metavar="TYPE",
                     help=f"event types to keep after sessionizing ({', '.join(EVENT_TYPES)}; default view)")
-    rr.add_argument("--dedup-consecutive", action="store_true", default=None,
+    rr.add_argument("--dedup_consecutive", action="store_true", default=None,
                     help="drop an event repeating the previous kept item of its session")
-    rr.add_argument("--min-item-support", type=_nonnegative_int, metavar="N", help="default 5")
-    rr.add_argument("--min-session-length", type=_nonnegative_int, metavar="N", help="default 2")
-    rr.add_argument("--test-days", type=_number, metavar="D", help="default 7")
-    rr.add_argument("--valid-days", type=_number, metavar="D", help="default 7; 0 = no validation file")
-    rr.add_argument("--max-prefix-length", type=_nonnegative_int, metavar="N",
+    rr.add_argument("--min_item_support", type=_nonnegative_int, metavar="N", help="default 5")
+    rr.add_argument("--min_session_length", type=_nonnegative_int, metavar="N", help="default 2")
+    rr.add_argument("--test_days", type=_number, metavar="D", help="default 7")
+    rr.add_argument("--valid_days", type=_number, metavar="D", help="default 7; 0 = no validation file")
+    rr.add_argument("--max_prefix_length", type=_nonnegative_int, metavar="N",
                     help="most recent prefix items kept per case (default 50, 0 = all)")
     rr.add_argument("--force", action="store_true", help="rebuild even if a matching result exists")
     rr.add_argument("--quiet", action="store_true", help="no progress lines")
 
-    ps = sub.add_parser("presplit", help="import a pre-split dataset (COTREC/DHCN Retail Rocket)")
+    ps = sub.add_parser("presplit", flag_aliases=OUT_ALIAS, help="import a pre-split dataset (COTREC/DHCN Retail Rocket)")
     ps.add_argument("--source", required=True, metavar="DIR")
-    ps.add_argument("--out", required=True, metavar="DIR")
-    ps.add_argument("--valid-fraction", type=_number, default=0.1, metavar="F",
+    ps.add_argument("--output", "-o", required=True, metavar="DIR")
+    ps.add_argument("--valid_fraction", type=_number, default=0.1, metavar="F",
                     help="last fraction of the training sessions used for validation (default 0.1)")
-    ps.add_argument("--max-prefix-length", type=_nonnegative_int, default=50, metavar="N")
+    ps.add_argument("--max_prefix_length", type=_nonnegative_int, default=50, metavar="N")
     ps.add_argument("--force", action="store_true")
     ps.add_argument("--quiet", action="store_true")
 
-    sy = sub.add_parser("synthetic", help="write a synthetic events.csv in the Retail Rocket schema")
-    sy.add_argument("--out", required=True, metavar="PATH")
+    sy = sub.add_parser("synthetic", flag_aliases=OUT_ALIAS, help="write a synthetic events.csv in the Retail Rocket schema")
+    sy.add_argument("--output", "-o", required=True, metavar="PATH")
     sy.add_argument("--events", type=_nonnegative_int, default=None, metavar="N",
                     help="number of rows (default: the embedded dataset's size)")
     sy.add_argument("--seed", type=int, default=0, metavar="S")
@@ -126,9 +129,9 @@ def _retailrocket(args: argparse.Namespace) -> int:
     options = retailrocket_options(args)
     began = time.perf_counter()
     with _progress_to_stdout():
-        stats = convert_events(args.events, args.out, options, force=args.force,
+        stats = convert_events(args.events, args.output, options, force=args.force,
                                progress=not args.quiet)
-    _summary(dict(stats, _out=args.out), "retailrocket", began)
+    _summary(dict(stats, _out=args.output), "retailrocket", began)
     return 0
 
 
@@ -137,10 +140,10 @@ def _presplit(args: argparse.Namespace) -> int:
 
     began = time.perf_counter()
     with _progress_to_stdout():
-        stats = import_presplit(args.source, args.out, valid_fraction=args.valid_fraction,
+        stats = import_presplit(args.source, args.output, valid_fraction=args.valid_fraction,
                                 max_prefix_length=args.max_prefix_length, force=args.force,
                                 progress=not args.quiet)
-    _summary(dict(stats, _out=args.out), "presplit", began)
+    _summary(dict(stats, _out=args.output), "presplit", began)
     return 0
 
 
@@ -152,9 +155,9 @@ def _synthetic(args: argparse.Namespace) -> int:
         if args.events < 1:
             raise InputError("--events must be at least 1")
         kwargs["n_events"] = args.events
-    check_output_file(args.out, "--out")
+    check_output_file(args.output, "--output")
     began = time.perf_counter()
-    path = write_events_csv(args.out, **kwargs)
+    path = write_events_csv(args.output, **kwargs)
     print(f"synthetic: wrote {path} in {time.perf_counter() - began:.1f} s")
     return 0
 

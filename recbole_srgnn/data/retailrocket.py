@@ -400,7 +400,7 @@ def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
         raise InputError(
             "nothing left after filtering: no session keeps "
             f"{options.min_session_length}+ events of items seen {options.min_item_support}+ times "
-            "(use more data, or lower --min-item-support / --min-session-length)")
+            "(use more data, or lower --min_item_support / --min_session_length)")
 
     # 6. split by session end time.
     t_end = int(events.timestamp.max())
@@ -471,9 +471,9 @@ def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
         split_stats[name] = _split_stats(part, counter, len(split_cases))
         if len(split_cases) == 0:
             what = {"train": "training", "valid": "validation", "test": "test"}[name]
-            hint = {"train": "lower --test-days/--valid-days or use more data",
-                    "valid": "change --valid-days (0 = no validation file)",
-                    "test": "change --test-days"}[name]
+            hint = {"train": "lower --test_days/--valid_days or use more data",
+                    "valid": "change --valid_days (0 = no validation file)",
+                    "test": "change --test_days"}[name]
             raise InputError(f"nothing left after filtering in the {what} split (no session with 2+ "
                              f"events); {hint}")
     stats["splits"] = split_stats

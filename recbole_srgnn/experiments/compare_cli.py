@@ -1,10 +1,10 @@
 """Accuracy comparison of SR-GNN and baselines: every model x grid point x seed, then a report.
 
     python -m recbole_srgnn.compare --config benchmarks/configs/retailrocket-sample.yaml
-    python -m recbole_srgnn.compare --config benchmarks/configs/smoke.yaml --out /tmp/smoke
-    python -m recbole_srgnn.compare --config ... --only-report        # rebuild the report only
+    python -m recbole_srgnn.compare --config benchmarks/configs/smoke.yaml --output /tmp/smoke
+    python -m recbole_srgnn.compare --config ... --only_report        # rebuild the report only
     python -m recbole_srgnn.compare --config ... --models SRGNN NARM  # run only these rows now
-    python -m recbole_srgnn.compare --config ... --dry-run            # plan + runs in progress
+    python -m recbole_srgnn.compare --config ... --dry_run            # plan + runs in progress
 
 (``python -m benchmarks.compare`` in a checkout is the same command under its former name.)
 
@@ -28,7 +28,7 @@ Test metrics never choose anything. ``tuning.seeds: k`` (default: all seeds) eva
 on the first k seeds only and runs the remaining seeds for the chosen point.
 
 By default each run is a separate Python process (``isolate: true``) so that peak memory is the
-run's own; ``--in-process`` runs everything in this process (faster start, shared peak memory).
+run's own; ``--in_process`` runs everything in this process (faster start, shared peak memory).
 
 The config format is documented in ``benchmarks/configs/smoke.yaml``. Errors in the config or the
 options print one line and exit with status 2; failed runs are reported and exit with status 1
@@ -62,6 +62,7 @@ PROG = "python -m recbole_srgnn.compare"
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog=prog,
+        flag_aliases={"--out": "--output"},  # the earlier spelling, still accepted
         description="Train and evaluate every model x grid point x seed of a comparison config "
                     "through the run.py pipeline (resuming finished runs), select each model's "
                     "grid point on validation, and write report.md, summary.csv, runs.csv and "
@@ -69,26 +70,26 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--config", help="comparison config (benchmarks/configs/*.yaml)")
-    parser.add_argument("--out", help="results folder (default benchmarks/results/<name>)")
-    parser.add_argument("--only-report", action="store_true",
+    parser.add_argument("--output", "-o", help="results folder (default benchmarks/results/<name>)")
+    parser.add_argument("--only_report", action="store_true",
                         help="run nothing; rebuild the report from the finished runs")
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help="run only these rows now (the report still covers all of them)")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                         help="run only these seeds now, e.g. to give each core its own seed "
                              "of one row (the report still covers all of them)")
-    parser.add_argument("--data-path", help="override data_path (where datasets are built/read); "
+    parser.add_argument("--data_path", help="override data_path (where datasets are built/read); "
                                             "not part of a run's identity")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch threads per run, overriding the config's threads (e.g. 2 "
                              "for one run alone on a 2-core machine); not part of a run's "
                              "identity")
-    parser.add_argument("--in-process", action="store_true",
+    parser.add_argument("--in_process", action="store_true",
                         help="run in this process instead of one process per run "
                              "(faster start; peak memory is then process-wide)")
-    parser.add_argument("--dry-run", action="store_true",
+    parser.add_argument("--dry_run", action="store_true",
                         help="print the plan (how far cut-off runs got, which run now) and exit")
-    parser.add_argument("--run-one", help=argparse.SUPPRESS)  # internal: the child process
+    parser.add_argument("--run_one", help=argparse.SUPPRESS)  # internal: the child process
     return parser
 
 
@@ -98,11 +99,11 @@ def _command_line(args, exp: Experiment, out: Path, prog: str) -> str:
     parts = [prog, f"--config {shown_path(args.config, root)}"]
     default = root / "benchmarks" / "results" / exp.name if root is not None else None
     if default is None or out.resolve() != default.resolve():
-        parts.append(f"--out {shown_path(out, root)}")
+        parts.append(f"--output {shown_path(out, root)}")
     if args.data_path:
-        parts.append(f"--data-path {args.data_path}")
+        parts.append(f"--data_path {args.data_path}")
     if args.in_process:
-        parts.append("--in-process")
+        parts.append("--in_process")
     return " ".join(parts)
 
 
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         raise InputError(f"--threads must be a whole number >= 1, got {args.threads}")
     # the runs get --threads; the report keeps the config's threads and marks the runs that differ
     run_exp = dataclasses.replace(exp, threads=args.threads) if args.threads else exp
-    out = Path(args.out) if args.out else default_out(exp.name, args.config, "--out")
+    out = Path(args.output) if args.output else default_out(exp.name, args.config, "--output")
     if args.models:
         names = [entry.name for entry in exp.models]
         unknown = [name for name in args.models if name not in names]
@@ -234,7 +235,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     elif args.dry_run:
-        raise InputError("--dry-run and --only-report do not go together")
+        raise InputError("--dry_run and --only_report do not go together")
 
     written, summary = compare_report.write_report(exp, out, command=command, data_path=args.data_path)
     status = (f"{summary.finished} of {summary.planned} runs finished"

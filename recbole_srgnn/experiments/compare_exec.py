@@ -1,6 +1,6 @@
 """Running one comparison run: through ``training.runs.run``, in a child process or in this one.
 
-An isolated run (the default) is a child process (``python -m recbole_srgnn.compare --run-one
+An isolated run (the default) is a child process (``python -m recbole_srgnn.compare --run_one
 JOB``) so that its peak memory is its own; it reports each validation epoch on a marked stdout
 line. Its results JSON is written atomically; its training state is kept after every epoch in the
 run's resume file, so a cut-off run continues from its last finished epoch. A failed run leaves
@@ -182,7 +182,7 @@ def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: b
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_PARENT)]
                                      + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recbole_srgnn.compare", "--run-one", str(job_file)],
+        [sys.executable, "-m", "recbole_srgnn.compare", "--run_one", str(job_file)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     lines = []

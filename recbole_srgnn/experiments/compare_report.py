@@ -261,7 +261,7 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
               "- Regenerate (finished runs are reused; delete `runs/` to start over):", "",
               f"      {command}", "",
               "- Rebuild this report from the stored runs only:", "",
-              f"      {command} --only-report", ""]
+              f"      {command} --only_report", ""]
     return "\n".join(lines)
 
 

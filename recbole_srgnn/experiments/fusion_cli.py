@@ -12,7 +12,7 @@ alone) is always tested too, as the paired reference. Test metrics choose nothin
     python -m recbole_srgnn.fusion --config benchmarks/configs/fusion/cotrec.yaml
     python -m recbole_srgnn.fusion --config ... --seeds 2      # one seed (one per core in parallel)
     python -m recbole_srgnn.fusion --config ... --trained 1=results.json  # seed 1 trained by run.py
-    python -m recbole_srgnn.fusion --config ... --only-report  # rebuild the report from finished seeds
+    python -m recbole_srgnn.fusion --config ... --only_report  # rebuild the report from finished seeds
 
 (``python -m benchmarks.fusion`` in a checkout is the same command under its former name.)
 
@@ -113,8 +113,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="fusion config YAML (benchmarks/configs/)")
     parser.add_argument("--seeds", type=int, nargs="+", help="run only these seeds of the config")
-    parser.add_argument("--only-report", action="store_true", help="train nothing; rebuild the report")
-    parser.add_argument("--output", help="results folder (default benchmarks/results/<name>/)")
+    parser.add_argument("--only_report", action="store_true", help="train nothing; rebuild the report")
+    parser.add_argument("--output", "-o", help="results folder (default benchmarks/results/<name>/)")
     parser.add_argument("--trained", nargs="+", default=[], metavar="SEED=JSON",
                         help="use a model trained before with run.py for SEED (its results JSON, "
                              "which names the checkpoint) instead of training it; its settings "
