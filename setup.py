@@ -9,6 +9,7 @@ setup(
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["recbole_srgnn", "recbole_srgnn.*"]),
     # the config layers (overall, model/, dataset/) and the search spaces (tune/)
+    entry_points={"console_scripts": ["recbole-srgnn = recbole_srgnn.cli:main"]},
     package_data={"recbole_srgnn": ["properties/*.yaml", "properties/*/*.yaml"]},
     install_requires=[
         "torch>=2.2",

@@ -1,6 +1,6 @@
 """The package works installed from a wheel, without a checkout: its config layers are package
 data, and the comparison runner (``python -m recbole_srgnn.compare``) runs and writes its report
-wherever ``--out`` says, from a working directory outside the checkout."""
+wherever ``--output`` says, from a working directory outside the checkout."""
 
 from __future__ import annotations
 
@@ -59,3 +59,18 @@ def test_wheel_runs_a_comparison_outside_the_checkout(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "SRGNN" in report and "SessionPop" in report and "PARTIAL" not in report
+    # the console entry point the wheel installs runs the same commands
+    scripts = list((site / "bin").glob("recbole-srgnn")) if (site / "bin").is_dir() else []
+    assert scripts, "the wheel declares no recbole-srgnn console script"
+    listed = subprocess.run([sys.executable, str(scripts[0]), "--help"], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and all(
+        name in listed.stdout for name in ("train", "convert", "compare", "fusion", "tune"))
+    again = subprocess.run([sys.executable, str(scripts[0]), "compare", "--config", str(path),
+                            "--output", str(tmp_path / "out"), "--dry_run"],
+                           cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 finished, 0 to run now" in again.stdout, again.stdout
+    wrong = subprocess.run([sys.executable, str(scripts[0]), "trian"], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "did you mean train?" in wrong.stderr
