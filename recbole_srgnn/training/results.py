@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 import recbole_srgnn
-from recbole_srgnn.experiments.json_safe import finite_or_none
+from recbole_srgnn.json_safe import finite_or_none
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.trainer import SessionTrainer, plain_config
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recbole_srgnn.experiments.json_safe import finite_or_none
+from recbole_srgnn.json_safe import finite_or_none
 from recbole_srgnn.tune.records import SUMMARY_FILE, append_event, error_line, find_checkpoint
 from recbole_srgnn.tune.space import Space, clean_value
 from recbole_srgnn.tune.trial import METRIC

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from recbole_srgnn.experiments.json_safe import finite_or_none
+from recbole_srgnn.json_safe import finite_or_none
 from recbole_srgnn.files import atomic_outputs
 
 # The search folder (--output)

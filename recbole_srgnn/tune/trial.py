@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from recbole_srgnn.experiments.json_safe import finite_or_none
+from recbole_srgnn.json_safe import finite_or_none
 from recbole_srgnn.tune.records import (
     ERROR_LINE_FILE,
     RUN_RESULT_FILE,
