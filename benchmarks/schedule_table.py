@@ -19,27 +19,32 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # (size label, [(row label, run JSON relative to benchmarks/results/)])
 SIZES = [
     ("embedded default (78k train cases)", "schedule-synthetic", [
-        ("SRGNN, new defaults (plateau, restore best)", "SRGNN/default-seed1.json"),
+        ("SRGNN, new defaults (plateau, restore best, update cap 2500)", "SRGNN-cap/default-seed1.json"),
+        ("SRGNN, plateau + restore, no update cap", "SRGNN/default-seed1.json"),
         ("SRGNN, plateau without restore", "SRGNN-norestore/default-seed1.json"),
         ("SRGNN, paper schedule (step)", "SRGNN-paper/default-seed1.json"),
         ("RecBoleSRGNN, RecBole's defaults", "RecBoleSRGNN/default-seed1.json"),
-        ("LastItem, new defaults (plateau, restore best)", "LastItem/default-seed1.json"),
+        ("LastItem, new defaults (plateau, restore best, update cap 2500)", "LastItem-cap/default-seed1.json"),
+        ("LastItem, plateau + restore, no update cap", "LastItem/default-seed1.json"),
         ("LastItem, plateau without restore", "LastItem-norestore/default-seed1.json"),
         ("LastItem, paper schedule (step)", "LastItem-paper/default-seed1.json"),
     ]),
     ("10 % of cotrec train sessions (same test cases)", "schedule-cotrec-10pct", [
-        ("SRGNN, new defaults (plateau, restore best)", "SRGNN/default-seed1.json"),
+        ("SRGNN, new defaults (plateau, restore best, update cap 2500)", "SRGNN-cap/default-seed1.json"),
+        ("SRGNN, plateau + restore, no update cap", "SRGNN/default-seed1.json"),
         ("SRGNN, plateau without restore", "SRGNN-norestore/default-seed1.json"),
         ("SRGNN, plateau, patience 1, without restore", "SRGNN-patience1/default-seed1.json"),
         ("SRGNN, constant rate", "SRGNN-constant/default-seed1.json"),
         ("SRGNN, paper schedule (step)", "SRGNN-paper/default-seed1.json"),
         ("RecBoleSRGNN, RecBole's defaults", "RecBoleSRGNN/default-seed1.json"),
-        ("LastItem, new defaults (plateau, restore best)", "LastItem/default-seed1.json"),
+        ("LastItem, new defaults (plateau, restore best, update cap 2500)", "LastItem-cap/default-seed1.json"),
+        ("LastItem, plateau + restore, no update cap", "LastItem/default-seed1.json"),
         ("LastItem, plateau without restore", "LastItem-norestore/default-seed1.json"),
         ("LastItem, paper schedule (step)", "LastItem-paper/default-seed1.json"),
     ]),
     ("full cotrec (507k train cases)", "schedule-cotrec", [
-        ("SRGNN, new defaults (plateau, restore best)", "SRGNN-restore/default-seed1.json"),
+        ("SRGNN, new defaults (plateau, restore best, update cap 2500)", "SRGNN-cap/default-seed1.json"),
+        ("SRGNN, plateau + restore, no update cap", "SRGNN-restore/default-seed1.json"),
         ("SRGNN, plateau without restore", "SRGNN/default-seed1.json"),
         ("SRGNN, paper schedule (step) †", "../../retailrocket-cotrec/runs/SRGNN/"
                                            "learning_rate=0.001-seed1.json"),

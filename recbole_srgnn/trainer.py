@@ -111,8 +111,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         state = load_weights_only(path, map_location=map_location)
     except LOAD_ERRORS as exc:  # torch's own message suggests unsafe loading: not passed on
         raise InputError(
-            f"{path} is not a recbole_srgnn checkpoint (not readable as tensors and plain "
-            f"values: {type(exc).__name__})"
+            f"{path} is not a weights-only recbole_srgnn checkpoint ({type(exc).__name__})"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
@@ -197,6 +196,10 @@ class SessionTrainer(Trainer):
     def _plateau_step(self, valid_score: float) -> None:
         """After a validation: decay on a plateau, or once ``lr_decay_updates`` have passed."""
         before = self.current_lr
+        # RecBole updates the best score and saves the best checkpoint after this validation:
+        # an improving epoch's weights are the current ones, not yet those of the checkpoint
+        improved = (valid_score > self.best_valid_score if self.valid_metric_bigger
+                    else valid_score < self.best_valid_score)
         self.lr_scheduler.step(valid_score)
         if (self.current_lr == before and self.decay_updates
                 and self.updates_since_decay >= self.decay_updates):
@@ -204,7 +207,8 @@ class SessionTrainer(Trainer):
                 group["lr"] = group["lr"] * self.lr_scheduler.factor
         if self.current_lr < before:
             self.updates_since_decay = 0
-            if self.config["lr_decay_restore_best"] and not train_on_valid(self.config):
+            if (self.config["lr_decay_restore_best"] and not improved
+                    and not train_on_valid(self.config)):
                 self._load_best()  # go on from the best weights, not from where they got worse
 
     @property

@@ -642,7 +642,7 @@ def test_bad_config_is_one_line_exit_2(tmp_path, change, message):
 @pytest.mark.parametrize("change, message", [
     ({"settings": {"learning_rat": 0.01}}, "unknown option learning_rat; did you mean learning_rate?"),
     ({"models": [{"name": "SRGNN", "grid": {"learning_rate": [0.001, -1]}}]},
-     "learning_rate must be a number > 0, got -1"),
+     "learning_rate must be a number >= 0, got -1"),
     ({"settings": {"valid_metric": "MRR@7"}}, "valid_metric must be MRR@K with K in topk"),
 ])
 def test_bad_options_stop_the_comparison_before_any_run(tmp_path, monkeypatch, change, message):

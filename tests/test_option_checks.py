@@ -17,8 +17,8 @@ def _check(options: dict, files=None, notes=None, model_class=SRGNN, name="SRGNN
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("learning_rate", "abc", "learning_rate must be a number > 0, got 'abc'"),
-    ("learning_rate", "-1", "learning_rate must be a number > 0, got -1"),
+    ("learning_rate", "abc", "learning_rate must be a number >= 0, got 'abc'"),
+    ("learning_rate", "-1", "learning_rate must be a number >= 0, got -1"),
     ("epochs", "abc", "epochs must be an integer >= 1, got 'abc'"),
     ("epochs", "-1", "epochs must be an integer >= 1, got -1"),
     ("epochs", "2.5", "epochs must be an integer >= 1, got 2.5"),

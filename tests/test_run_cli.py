@@ -196,8 +196,8 @@ def test_split_options_unit():
 # Options and output paths are checked before any work; checkpoints prove what they are
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("option, needle", [
-    ("--learning_rate=abc", "learning_rate must be a number > 0, got 'abc'"),
-    ("--learning_rate=-1", "learning_rate must be a number > 0, got -1"),
+    ("--learning_rate=abc", "learning_rate must be a number >= 0, got 'abc'"),
+    ("--learning_rate=-1", "learning_rate must be a number >= 0, got -1"),
     ("--epochs=abc", "epochs must be an integer >= 1, got 'abc'"),
     ("--epochs=-1", "epochs must be an integer >= 1, got -1"),
     ("--train_batch_size=0", "train_batch_size must be an integer >= 1, got 0"),

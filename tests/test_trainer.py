@@ -191,6 +191,38 @@ def test_plateau_also_decays_once_enough_updates_have_passed(workdir, data, monk
         [0.01] * 4)
 
 
+def test_update_cap_decay_on_an_improving_epoch_keeps_its_weights(workdir, data, monkeypatch):
+    """The cap can fire on an epoch that improved: the best weights are then the current ones
+    (RecBole saves them only after this validation), so nothing is restored."""
+    from recbole.trainer import Trainer
+
+    per_epoch = len(data[0])
+    trainer = make_trainer(workdir, data, epochs=3, learning_rate=0.05, lr_scheduler="plateau",
+                           lr_decay_rate=0.1, lr_decay_restore_best=True,
+                           lr_decay_updates=2 * per_epoch)
+    weights: list[dict] = []
+    valid = Scores([0.3, 0.4, 0.5])
+
+    def record(self, valid_data, show_progress=False):
+        weights.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return valid(valid_data)
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", record)
+    starts: list[dict] = []
+    original = SessionTrainer._train_epoch
+
+    def train_epoch(self, *args, **kwargs):
+        starts.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionTrainer, "_train_epoch", train_epoch)
+    trainer.fit(data[0], data[1], verbose=False, saved=False)
+    assert [e["learning_rate"] for e in trainer.valid_curve] == pytest.approx([0.05, 0.05, 0.005])
+    # epoch 3 starts from epoch 2's weights (the best, just validated), not epoch 1's
+    assert all(torch.equal(starts[2][k], weights[1][k]) for k in weights[1])
+    assert not all(torch.equal(starts[2][k], weights[0][k]) for k in weights[0])
+
+
 def test_plateau_state_is_checkpointed_and_restored(workdir, data, monkeypatch):
     first = make_trainer(workdir, data, epochs=3, learning_rate=0.01, lr_scheduler="plateau",
                          lr_decay_rate=0.1)
