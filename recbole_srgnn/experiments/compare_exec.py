@@ -182,7 +182,7 @@ def execute(spec: RunSpec, exp: Experiment, out: Path, scratch: Path, isolate: b
     env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_PARENT)]
                                      + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recbole_srgnn.compare", "--run_one", str(job_file)],
+        [sys.executable, "-m", "recbole_srgnn.compare", "--run-one", str(job_file)],  # either spelling parses
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     lines = []

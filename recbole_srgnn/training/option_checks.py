@@ -110,7 +110,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dropout_prob": _number_in(0, 1, high_open=True),
     "norm_scale": _number_in(0),
     "repeat_recency": _int_at_least(0),
-    "rule_steps": _int_at_least(1),
     "threads": (_threads, "auto or an integer >= 1"),
     "seed": ((lambda v: _integer(v)), "an integer"),
     "train_sample": _number_in(0, 1, low_open=True),
