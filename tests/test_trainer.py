@@ -105,27 +105,33 @@ def test_plateau_decays_only_when_validation_stops_improving(workdir, data, monk
     assert trainer.current_lr == pytest.approx(0.00001)
 
 
-def test_plateau_decay_restores_the_best_weights(workdir, data, monkeypatch):
+def record_weights(monkeypatch, scores: list[float]):
+    """Validation replaced by ``scores``; lists of the weights each validation saw and each
+    training epoch started from (filled while ``fit`` runs)."""
     from recbole.trainer import Trainer
 
-    trainer = make_trainer(workdir, data, epochs=4, learning_rate=0.05, lr_scheduler="plateau",
-                           lr_decay_rate=0.1, lr_decay_restore_best=True)
     weights: list[dict] = []
-    valid = Scores([0.3, 0.4, 0.2, 0.1])
+    starts: list[dict] = []
+    valid = Scores(scores)
+    original = SessionTrainer._train_epoch
 
     def record(self, valid_data, show_progress=False):  # weights of the epoch being validated
         weights.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
         return valid(valid_data)
 
-    monkeypatch.setattr(Trainer, "_valid_epoch", record)
-    starts: list[dict] = []
-    original = SessionTrainer._train_epoch
-
     def train_epoch(self, *args, **kwargs):
         starts.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
         return original(self, *args, **kwargs)
 
+    monkeypatch.setattr(Trainer, "_valid_epoch", record)
     monkeypatch.setattr(SessionTrainer, "_train_epoch", train_epoch)
+    return weights, starts, valid
+
+
+def test_plateau_decay_restores_the_best_weights(workdir, data, monkeypatch):
+    trainer = make_trainer(workdir, data, epochs=4, learning_rate=0.05, lr_scheduler="plateau",
+                           lr_decay_rate=0.1, lr_decay_restore_best=True)
+    weights, starts, valid = record_weights(monkeypatch, [0.3, 0.4, 0.2, 0.1])
     trainer.fit(data[0], data[1], verbose=False, saved=False)
     # epoch 3 (0.2) is worse: the rate decays and epoch 4 starts from epoch 2's weights (0.4)
     assert [e["learning_rate"] for e in trainer.valid_curve] == pytest.approx(
@@ -194,28 +200,11 @@ def test_plateau_also_decays_once_enough_updates_have_passed(workdir, data, monk
 def test_update_cap_decay_on_an_improving_epoch_keeps_its_weights(workdir, data, monkeypatch):
     """The cap can fire on an epoch that improved: the best weights are then the current ones
     (RecBole saves them only after this validation), so nothing is restored."""
-    from recbole.trainer import Trainer
-
     per_epoch = len(data[0])
     trainer = make_trainer(workdir, data, epochs=3, learning_rate=0.05, lr_scheduler="plateau",
                            lr_decay_rate=0.1, lr_decay_restore_best=True,
                            lr_decay_updates=2 * per_epoch)
-    weights: list[dict] = []
-    valid = Scores([0.3, 0.4, 0.5])
-
-    def record(self, valid_data, show_progress=False):
-        weights.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        return valid(valid_data)
-
-    monkeypatch.setattr(Trainer, "_valid_epoch", record)
-    starts: list[dict] = []
-    original = SessionTrainer._train_epoch
-
-    def train_epoch(self, *args, **kwargs):
-        starts.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SessionTrainer, "_train_epoch", train_epoch)
+    weights, starts, _ = record_weights(monkeypatch, [0.3, 0.4, 0.5])
     trainer.fit(data[0], data[1], verbose=False, saved=False)
     assert [e["learning_rate"] for e in trainer.valid_curve] == pytest.approx([0.05, 0.05, 0.005])
     # epoch 3 starts from epoch 2's weights (the best, just validated), not epoch 1's
