@@ -84,7 +84,8 @@ def check_export(folder: str, model: str) -> None:
     from recbole_srgnn.bundle import SUPPORTED_MODELS, check_output_folder  # torch: only if asked
 
     check_output_folder(folder, "--export")
-    if model not in SUPPORTED_MODELS:
+    supported = {name.lower() for name in SUPPORTED_MODELS}  # names resolve ignoring case
+    if str(model).strip().lower() not in supported:
         raise InputError(f"--export: model {model} cannot be exported as a bundle "
                          f"(supported: {', '.join(SUPPORTED_MODELS)})")
 

@@ -72,9 +72,25 @@ def test_bad_options_are_refused():
 def test_a_retailrocket_sized_catalogue_scores_a_batch():
     n_items = 466_868  # RetailRocket's item count
     started = time.perf_counter()
-    network = networks.SRGNN(n_items, 16).eval()
+    network = networks.SRGNN(n_items).eval()  # embedding_size 100, as in the paper
     seq = torch.randint(1, n_items, (4, 10))
     with torch.no_grad():
         scores = network(seq, torch.tensor([10, 3, 1, 7]))
     assert scores.shape == (4, n_items) and torch.isfinite(scores).all()
     assert time.perf_counter() - started < 120
+
+
+def test_the_adapter_and_its_network_share_every_tensor_through_copies_and_moves():
+    import copy
+
+    model = SRGNN(make_config(repeat_recency=2, hidden_dropout=0.5), FakeDataset(NUM_ITEMS))
+    clone = copy.deepcopy(model).eval()
+    assert clone.network.gnn is clone.gnn and clone.network.repeat_bias is clone.repeat_bias
+    assert clone.network.item_embedding is clone.item_embedding
+    assert not clone.network.training and not clone.network.hidden_dropout.training
+    clone = clone.to(torch.float64)
+    assert clone.network.repeat_bias.dtype == torch.float64
+    with torch.no_grad():
+        clone.repeat_bias.add_(1.0)
+    assert torch.equal(clone.network.repeat_bias, torch.ones(2, dtype=torch.float64))
+    assert torch.equal(model.repeat_bias, torch.zeros(2))

@@ -68,6 +68,11 @@ class SRGNN(SessionScorer):
         self.norm_scale = network.norm_scale
         self.repeat_recency = network.repeat_recency
 
+    def train(self, mode: bool = True) -> "SRGNN":
+        super().train(mode)  # the shared layers follow as children; the network's own flag too
+        self.network.training = mode
+        return self
+
     def reset_parameters(self) -> None:
         self.network.reset_parameters()
 

@@ -27,7 +27,8 @@ from recbole_srgnn.training.checkpoints import load_trained
 
 def check_exportable(model_name: str) -> None:
     """InputError (one line) for a model that a bundle cannot hold."""
-    if model_name not in SUPPORTED_MODELS:
+    supported = {name.lower() for name in SUPPORTED_MODELS}  # names resolve ignoring case
+    if str(model_name).strip().lower() not in supported:
         raise InputError(f"model {model_name} cannot be exported as a bundle "
                          f"(supported: {', '.join(SUPPORTED_MODELS)})")
 
