@@ -156,8 +156,9 @@ def read_metadata(folder: str | os.PathLike) -> dict:
         raise InputError(f"bundle {folder}: model {model!r} is not supported "
                          f"(supported: {', '.join(SUPPORTED_MODELS)})")
     items, config = metadata.get("items"), metadata.get("config")
-    if not isinstance(items, list) or not isinstance(config, dict) \
-            or config.get("n_items") != len(items) or len(metadata.get("popularity") or []) != len(items):
+    counts = metadata.get("popularity")
+    if not isinstance(items, list) or not isinstance(config, dict) or not isinstance(counts, list) \
+            or not config.get("n_items") == len(items) == len(counts):
         raise InputError(f"bundle {folder}: its item vocabulary, popularity and n_items disagree")
     recorded = (metadata.get("data_fingerprint") or {}).get("item_vocabulary_sha256")
     if recorded is not None and recorded != vocabulary_checksum(items):
@@ -168,7 +169,8 @@ def read_metadata(folder: str | os.PathLike) -> dict:
 def build_network(model: str, config: Mapping[str, Any]) -> torch.nn.Module:
     """A network of :mod:`recbole_srgnn.nn` from a bundle's ``model`` and ``config``."""
     if model not in NETWORKS:
-        raise InputError(f"model {model!r} cannot be bundled (supported: {', '.join(SUPPORTED_MODELS)})")
+        raise InputError(f"model {model!r} cannot be bundled "
+                         f"(supported: {', '.join(SUPPORTED_MODELS)})")
     try:
         return NETWORKS[model](**config)
     except (TypeError, ValueError) as exc:

@@ -39,7 +39,8 @@ def reset_item_embedding(table: nn.Embedding) -> None:
 class SRGNN(nn.Module):
     r"""SR-GNN: session graph, gated graph propagation, attention readout, scores of all items.
 
-    Each session becomes a graph of its distinct items (:func:`~recbole_srgnn.graph.build_session_graphs`);
+    Each session becomes a graph of its distinct items
+    (:func:`~recbole_srgnn.graph.build_session_graphs`);
     ``step`` rounds of :class:`~recbole_srgnn.layers.SRGNNConv` (shared weights, Eq. 1-5 of the
     paper) refine the node states :math:`\mathbf{v}_i`, initially the item embeddings
     :math:`\mathbf{e}_i`; :class:`~recbole_srgnn.layers.SoftAttentionReadout` (Eq. 6-7) gives the
@@ -51,7 +52,8 @@ class SRGNN(nn.Module):
     Options beyond the paper (0 = off):
 
     * ``norm_scale`` (NISER, https://arxiv.org/abs/1909.04276): item and session vectors are
-      L2-normalised and :math:`\hat{z}_v = \sigma \cos(\mathbf{s}_h, \mathbf{e}_v)`, :math:`\sigma` = ``norm_scale``;
+      L2-normalised and :math:`\hat{z}_v = \sigma \cos(\mathbf{s}_h, \mathbf{e}_v)`,
+      :math:`\sigma` = ``norm_scale``;
     * ``repeat_recency`` = K: learned biases :math:`b_0 .. b_{K-1}` (initially 0) added to the score
       of an item already in the session, :math:`b_r` for an item last seen ``r`` clicks ago
       (older ones share :math:`b_{K-1}`).
@@ -135,7 +137,8 @@ class SRGNN(nn.Module):
 
     def encode(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         """``[B, L]`` padded sessions and ``[B]`` lengths -> ``[B, d]`` session vectors."""
-        return self.encode_graphs(build_session_graphs(item_seq, item_seq_len, num_items=self.n_items))
+        graphs = build_session_graphs(item_seq, item_seq_len, num_items=self.n_items)
+        return self.encode_graphs(graphs)
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         """``[B, n_items]`` scores (logits) of every item, column 0 = padding included."""
@@ -147,7 +150,8 @@ class SRGNN(nn.Module):
             scores = self.add_repeat_bias(scores, graphs, item_seq_len)
         return scores
 
-    def add_repeat_bias(self, scores: Tensor, graphs: SessionGraphs, item_seq_len: Tensor) -> Tensor:
+    def add_repeat_bias(self, scores: Tensor, graphs: SessionGraphs,
+                        item_seq_len: Tensor) -> Tensor:
         """``scores`` plus ``b_r`` for each item of a session, ``r`` = clicks since last seen."""
         lengths = item_seq_len.long().view(-1)
         row_start = torch.cumsum(lengths, 0) - lengths

@@ -14,9 +14,9 @@ class SRGNN(SessionScorer):
 
     Paper: https://arxiv.org/abs/1811.00855. The network is :class:`recbole_srgnn.nn.SRGNN`
     (no RecBole needed; ``self.network``); this class reads the Config, builds it and adds the
-    losses of :class:`~recbole_srgnn.model.session.SessionScorer`. Each session becomes a graph of its distinct
-    items (:func:`~recbole_srgnn.graph.build_session_graphs`, built for the whole batch on the
-    device inside ``forward``), ``step`` rounds of :class:`~recbole_srgnn.layers.SRGNNConv`
+    losses of :class:`~recbole_srgnn.model.session.SessionScorer`. Each session becomes a graph
+    of its distinct items (:func:`~recbole_srgnn.graph.build_session_graphs`, built for the
+    whole batch on the device inside ``forward``), ``step`` rounds of :class:`~recbole_srgnn.layers.SRGNNConv`
     (shared weights) refine the item states, :class:`~recbole_srgnn.layers.SoftAttentionReadout`
     turns them into a session vector :math:`\mathbf{s}_h`, and every item :math:`v` is scored
     by :math:`\mathbf{s}_h^\top \mathbf{e}_v`; training minimises cross-entropy over all items.
