@@ -5,6 +5,7 @@
     recbole-srgnn compare --config FILE ...                                  # = python -m recbole_srgnn.compare
     recbole-srgnn fusion  --config FILE ...                                  # = python -m recbole_srgnn.fusion
     recbole-srgnn tune    --output DIR ...                                   # = python -m recbole_srgnn.tune
+    recbole-srgnn export  --checkpoint PATH --output DIR                     # a model bundle
 
 Each command is the same code as its ``python -m`` form, with the same options
 (``recbole-srgnn COMMAND --help``); this module only picks it. Commands load lazily, so
@@ -31,6 +32,8 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "fusion": ("recbole_srgnn.experiments.fusion_cli", True,
                "SR-GNN with sequence rules and seed ensembles, chosen on validation"),
     "tune": ("recbole_srgnn.tune.cli", False, "Ray Tune hyperparameter search"),
+    "export": ("recbole_srgnn.export_cli", True,
+               "write a checkpoint as a model bundle for Recommender.load"),
 }
 
 

@@ -97,6 +97,11 @@ def stats_checksum(path: Path) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def vocabulary_checksum(tokens: Any) -> str:
+    """SHA-256 (hex) of item tokens in id order, one per line (a fingerprint's vocabulary hash)."""
+    return hashlib.sha256("\n".join(str(token) for token in tokens).encode()).hexdigest()
+
+
 def data_fingerprint(dataset: Any, data_path: str | os.PathLike, name: str) -> dict:
     """The identity of a loaded RecBole dataset: its stats file, item count and vocabulary.
 
@@ -104,8 +109,7 @@ def data_fingerprint(dataset: Any, data_path: str | os.PathLike, name: str) -> d
     so the same items under other ids differ). ``stats_sha256`` is None for a folder without
     a readable ``<name>.stats.json`` (atomic files not written by this project's converters).
     """
-    tokens = dataset.field2id_token[dataset.iid_field]
-    vocabulary = hashlib.sha256("\n".join(str(token) for token in tokens).encode()).hexdigest()
+    vocabulary = vocabulary_checksum(dataset.field2id_token[dataset.iid_field])
     stats = Path(data_path) / name / f"{name}.stats.json"
     return {
         "dataset": str(name),

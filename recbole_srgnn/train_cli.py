@@ -1,7 +1,7 @@
 """``python run.py`` / ``recbole-srgnn train``: train and test a model, or test a checkpoint.
 
     python run.py [--model=SRGNN] [--dataset=retailrocket-synthetic] [--config_files="a.yaml b.yaml"]
-                  [--result_file=PATH] [--resume_file=PATH] [--any_recbole_key=value ...]
+                  [--result_file=PATH] [--resume_file=PATH] [--export=DIR] [--any_recbole_key=value ...]
     python run.py --checkpoint=saved/SRGNN-....pth [--result_file=PATH]   # test a saved model
 
 Every other ``--key=value`` is a RecBole/plugin option, parsed like RecBole parses command-line
@@ -60,6 +60,9 @@ def build_parser(prog: str = "run.py") -> argparse.ArgumentParser:
                         help="keep the training state in this file after every epoch; if it "
                              "exists, continue the interrupted run from it (same settings "
                              "required); deleted when the run completes")
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="after training, write the best model as a bundle folder here "
+                             "(recbole_srgnn.Recommender.load; SRGNN and LastItem)")
     parser.add_argument("--threads", type=threads_value, default=None, metavar="N|auto",
                         help="torch CPU threads per process (config key threads); default auto: "
                              "the cores other processes leave free, at least 1")
@@ -74,6 +77,17 @@ def build_parser(prog: str = "run.py") -> argparse.ArgumentParser:
     ddp.add_argument("--group_offset", type=int, default=0,
                      help="rank of this node's first process")
     return parser
+
+
+def check_export(folder: str, model: str) -> None:
+    """--export: InputError (one line) for a bad folder or a model a bundle cannot hold."""
+    from recbole_srgnn.bundle import SUPPORTED_MODELS, check_output_folder  # torch: only if asked
+
+    check_output_folder(folder, "--export")
+    supported = {name.lower() for name in SUPPORTED_MODELS}  # names resolve ignoring case
+    if str(model).strip().lower() not in supported:
+        raise InputError(f"--export: model {model} cannot be exported as a bundle "
+                         f"(supported: {', '.join(SUPPORTED_MODELS)})")
 
 
 def threads_value(text: str) -> str:
@@ -95,6 +109,11 @@ def main(argv: list[str] | None = None, prog: str = "run.py") -> int:
     for flag, path in (("--result_file", args.result_file), ("--resume_file", args.resume_file)):
         if path is not None:  # before any work, not after training
             check_output_file(path, flag)
+    if args.export is not None:
+        if args.checkpoint:
+            raise InputError("--export applies to a training run; a checkpoint is exported by "
+                             "recbole-srgnn export --checkpoint PATH --output DIR")
+        check_export(args.export, args.model)
     if args.checkpoint and Path(args.checkpoint).is_dir():
         raise InputError(f"--checkpoint {args.checkpoint} is a folder; give a .pth file "
                          "(checkpoints are written to checkpoint_dir, saved/ by default)")
@@ -115,6 +134,9 @@ def main(argv: list[str] | None = None, prog: str = "run.py") -> int:
                             result_file=args.result_file, quiet=args.quiet)
         return 0
     if args.nproc != 1 or args.world_size > 0:
+        if args.export is not None:
+            raise InputError("--export applies to a single-process training run; export the "
+                             "checkpoint afterwards with recbole-srgnn export")
         run_distributed(
             args.model, args.dataset, config_files, options or None,
             nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
@@ -122,5 +144,6 @@ def main(argv: list[str] | None = None, prog: str = "run.py") -> int:
         )
         return 0
     run(args.model, args.dataset, config_files, options or None,
-        result_file=args.result_file, quiet=args.quiet, resume_file=args.resume_file)
+        result_file=args.result_file, quiet=args.quiet, resume_file=args.resume_file,
+        export=args.export)
     return 0

@@ -17,12 +17,15 @@ from typing import Any, Callable
 import torch
 from recbole.utils import init_seed
 
+from recbole_srgnn.bundle import check_output_folder
+from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import check_output_file
 from recbole_srgnn.prepared_data import prepare_data
 from recbole_srgnn.provenance import data_fingerprint
 from recbole_srgnn.trainer import SessionTrainer, plain
 from recbole_srgnn.training.config import make_config
 from recbole_srgnn.training.datasets import ready_settings
+from recbole_srgnn.training.export import check_exportable, export_bundle
 from recbole_srgnn.training.results import (
     default_result_path,
     max_memory,
@@ -47,6 +50,7 @@ def run(
     quiet: bool = False,
     test: bool = True,
     resume_file: str | os.PathLike | None = None,
+    export: str | os.PathLike | None = None,
 ) -> dict:
     """Train ``model`` on ``dataset`` with validation each epoch, test the best model.
 
@@ -61,10 +65,18 @@ def run(
     file already exists, training continues from it (its settings must equal this call's, else
     InputError) and the result is the one an uninterrupted run gives. The file is deleted once
     the results are written. ``seconds_total`` and the peak memory cover every part of the run.
+
+    ``export``: a folder where the best model is then written as a bundle
+    (:func:`~recbole_srgnn.training.export.export_bundle`; needs ``saved``; checked first).
     """
     for option, path in (("result_file", result_file), ("resume_file", resume_file)):
         if path is not None:
             check_output_file(path, option)  # a bad output path fails now, not after training
+    if export is not None:
+        check_output_folder(export, "export")
+        check_exportable(model)
+        if not saved:
+            raise InputError("export needs the checkpoint: it cannot go with saved=False")
     name, model_class, settings = ready_settings(model, dataset, config_files, config_dict)
     config = make_config(model_class, dataset, settings)
     with quiet_logging(quiet):
@@ -121,6 +133,10 @@ def run(
         if resume_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(resume_file)  # the run is complete: nothing left to resume
+        if export is not None:
+            results["bundle"] = str(export_bundle(results["checkpoint"], export, quiet=True))
+            if not quiet:
+                print(f"bundle: {results['bundle']}")
     if not config["single_spec"] and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return results
