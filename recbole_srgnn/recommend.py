@@ -17,6 +17,7 @@ session's own items, so fewer than ``k`` items come back only when the exclusion
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
@@ -140,10 +141,11 @@ class Recommender:
                         [t for t in tokens if t not in self.index])
 
     def _padded(self, sessions: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L]`` ids padded with 0 after the items, and ``[B]`` lengths (one tensor copy)."""
         lengths = torch.tensor([len(s) for s in sessions], dtype=torch.long)
+        flat = torch.tensor(list(itertools.chain.from_iterable(sessions)), dtype=torch.long)
         seq = torch.zeros(len(sessions), int(lengths.max()), dtype=torch.long)
-        for row, ids in enumerate(sessions):
-            seq[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        seq[torch.arange(seq.shape[1]) < lengths.unsqueeze(1)] = flat
         return seq.to(self.device), lengths.to(self.device)
 
     def _finish(self, results: list, rows: list[int], scores: torch.Tensor, read: list[_Session],
@@ -158,8 +160,10 @@ class Recommender:
                 where = torch.tensor(seen, device=scores.device).t()
                 scores[where[0], where[1]] = float("-inf")
         values, indices = scores.topk(k, dim=1)
-        for r, row in enumerate(rows):
-            kept = torch.isfinite(values[r])
-            items = [self.items[i] for i in indices[r][kept].tolist()]
-            results[row] = Recommendation(items, values[r][kept].tolist(),
+        negative_infinity = float("-inf")
+        for row, row_values, row_ids in zip(rows, values.tolist(), indices.tolist()):
+            if row_values[-1] == negative_infinity:  # exclusions left fewer than k items
+                row_ids = [i for i, v in zip(row_ids, row_values) if v != negative_infinity]
+                row_values = row_values[:len(row_ids)]
+            results[row] = Recommendation([self.items[i] for i in row_ids], row_values,
                                           read[row].unknown, fallback)
