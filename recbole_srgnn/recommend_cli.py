@@ -45,10 +45,11 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-DESCRIPTION = ("Recommend the next items for sessions with a model bundle (recbole-srgnn export). "
-               "Items are the dataset's item ids; unknown items are dropped and reported, a session "
-               "with no known item gets the training popularity ranking (fallback: true), a long "
-               "session keeps its most recent max_prefix_length items.")
+DESCRIPTION = """\
+Recommend the next items for sessions with a model bundle (recbole-srgnn export). Items are the
+dataset's item ids; unknown items are dropped and reported, a session with no known item gets
+the training popularity ranking (fallback: true), a long session keeps its most recent
+max_prefix_length items."""
 EPILOG = """\
 input formats (--input_format auto picks events for a name ending in .csv, .csv.gz, .csv.bz2 or
 .csv.zst, else jsonl):
@@ -214,22 +215,24 @@ def _batch(args: argparse.Namespace, prog: str) -> int:
     options = _convert_options(args) if fmt == "events" else None
     output = _check_output(args, input_path)
     recommender = _load(args)
-    total, sessions = open_sessions(input_path, fmt, options)
-
     from tqdm import tqdm
 
     from recbole_srgnn.files import atomic_outputs
 
-    bar = tqdm(total=total, unit="session", file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
-               disable=True if args.quiet else None)  # None: off when stderr is not a terminal
-    with bar:
+    def bar(**kwargs):  # on stderr; disable=None: off when stderr is not a terminal
+        return tqdm(file=sys.stderr, mininterval=0.5, dynamic_ncols=True, unit=" sessions",
+                    disable=True if args.quiet else None, **kwargs)
+
+    total, sessions = open_sessions(input_path, fmt, options,
+                                    checking=lambda lines: bar(iterable=lines, desc="checking"))
+    with bar(total=total, desc="scoring") as progress:
         if output is None:
-            counts = write_recommendations(recommender, sessions, sys.stdout, args, bar)
+            counts = write_recommendations(recommender, sessions, sys.stdout, args, progress)
             sys.stdout.flush()
         else:
             with atomic_outputs([output]) as (temp,):
                 with open(temp, "w", encoding="utf-8") as handle:
-                    counts = write_recommendations(recommender, sessions, handle, args, bar)
+                    counts = write_recommendations(recommender, sessions, handle, args, progress)
     if not args.quiet:
         where = "stdout" if output is None else str(output)
         line = (f"recommend: {counts['sessions']:,} sessions -> {where} ({counts['unknown']:,} "

@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from recbole_srgnn.errors import InputError, excerpt
 
@@ -139,15 +139,18 @@ def read_events_sessions(path: str | os.PathLike, options=None) -> tuple[int, It
     return len(sessions), generate()
 
 
-def open_sessions(path: str | os.PathLike, fmt: str, options=None) -> tuple[int, Iterator[InputSession]]:
+def open_sessions(path: str | os.PathLike, fmt: str, options=None, *,
+                  checking: Callable[[Iterator[InputSession]], Iterable[InputSession]] = iter,
+                  ) -> tuple[int, Iterator[InputSession]]:
     """(number of sessions, a generator of them) for a checked input file in format ``fmt``.
 
     A JSONL file is read twice: once, line by line, to check every line and count the sessions
-    (so that a bad line fails before any output is written), then lazily for scoring.
+    (so that a bad line fails before any output is written; ``checking`` wraps that pass, e.g.
+    in a progress bar), then lazily for scoring.
     """
     if fmt == "events":
         return read_events_sessions(path, options)
-    total = sum(1 for _ in read_jsonl_sessions(path))
+    total = sum(1 for _ in checking(read_jsonl_sessions(path)))
     return total, read_jsonl_sessions(path)
 
 
