@@ -182,8 +182,8 @@ def record(session, result) -> dict[str, Any]:
             "fallback": result.fallback}
 
 
-def write_recommendations(recommender, sessions: Iterator, handle: IO[str], args: argparse.Namespace,
-                          progress) -> dict[str, int]:
+def write_recommendations(recommender, sessions: Iterator, handle: IO[str],
+                          args: argparse.Namespace, progress) -> dict[str, int]:
     """Score ``sessions`` chunk by chunk, writing each chunk's lines before reading the next."""
     from recbole_srgnn.session_input import chunks
 

@@ -117,7 +117,8 @@ def read_jsonl_sessions(path: str | os.PathLike) -> Iterator[InputSession]:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def read_events_sessions(path: str | os.PathLike, options=None) -> tuple[int, Iterator[InputSession]]:
+def read_events_sessions(path: str | os.PathLike,
+                         options=None) -> tuple[int, Iterator[InputSession]]:
     """(number of sessions, the sessions) of a click log, cut by the converter's steps 1-4.
 
     ``options`` is a ``ConvertOptions`` (its session gap, event types and de-duplication are

@@ -26,9 +26,10 @@ def bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("recommend-cli")
     write_tiny_benchmark(root / "data", "tiny", seed=3, sessions=(60, 12, 12), length=(2, 7))
     out = root / "bundle"
+    settings = {"data_path": str(root / "data"), "checkpoint_dir": str(root / "saved"),
+                "show_progress": False, "embedding_size": 8, "epochs": 2, "seed": 7}
     training_runs.run("SRGNN", "tiny", quiet=True, result_file=root / "run.json", export=out,
-                      config_dict={"data_path": str(root / "data"), "checkpoint_dir": str(root / "saved"),
-                                   "show_progress": False, "embedding_size": 8, "epochs": 2, "seed": 7})
+                      config_dict=settings)
     return out
 
 
@@ -268,7 +269,8 @@ BAD_JSONL = [  # (what follows the 12 good lines, the message)
     ('["3"]\n\n{"items": [1.5]}\n', "line 15: item ids are strings or integers, got '1.5'"),
     ('[true]\n', "line 13: item ids are strings or integers, got 'true'"),
     ('[null]\n', "line 13: item ids are strings or integers, got 'null'"),
-    ('{"session": ["3"]}\n', "line 13: expected a JSON list of item ids or an object with \"items\""),
+    ('{"session": ["3"]}\n',
+     "line 13: expected a JSON list of item ids or an object with \"items\""),
     ('"3 4 5"\n', "line 13: expected a JSON list of item ids"),
     ('{"items": "3 4"}\n', "line 13: \"items\" must be a JSON list"),
     ('{"session_id": [1], "items": ["3"]}\n', "\"session_id\" must be a string or an integer"),
@@ -282,7 +284,8 @@ def test_bad_jsonl_is_one_line_naming_the_line_and_no_output(bundle, tmp_path, c
                                                              content, message):
     path = tmp_path / "in" / "bad.jsonl"
     path.parent.mkdir()
-    path.write_bytes(GOOD_LINES.encode() + (content if isinstance(content, bytes) else content.encode()))
+    raw = content if isinstance(content, bytes) else content.encode()
+    path.write_bytes(GOOD_LINES.encode() + raw)
     for output in (tmp_path / "out" / "recs.jsonl", "-"):
         assert recommend("--model", bundle, "--input", path, "--output", output, "--batch_size", 4,
                          "-k", 3) == 2
@@ -305,10 +308,12 @@ def test_bad_options_and_paths_are_one_line_and_no_output(rec, bundle, sessions_
         (["--input", tmp_path / "missing.jsonl", "--output", out], "not found"),
         (["--input", tmp_path, "--output", out], "is not a file"),
         (["--input", sessions_file, "--output", out, "-k", 0], "expected a whole number >= 1"),
-        (["--input", sessions_file, "--output", out, "-k", top + 1], f"k must be a whole number from 1 to {top}"),
+        (["--input", sessions_file, "--output", out, "-k", top + 1],
+         f"k must be a whole number from 1 to {top}"),
         (["--session", "3", "-k", 100], f"k must be a whole number from 1 to {top}"),
         (["--input", sessions_file, "--output", tmp_path], "is a folder"),
-        (["--input", sessions_file, "--output", tmp_path / "a-file" / "x.jsonl"], "is not a folder"),
+        (["--input", sessions_file, "--output", tmp_path / "a-file" / "x.jsonl"],
+         "is not a folder"),
         (["--input", sessions_file, "--output", sessions_file], "is the input file"),
         (["--input", sessions_file], "--output is required"),
         (["--input", sessions_file, "--session", "3", "--output", out], "not allowed with"),
