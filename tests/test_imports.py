@@ -9,7 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "recbole_srgnn"
 UTILITIES = {"errors", "files", "yaml_files", "json_safe", "threads", "run_identity", "provenance"}
 COMMANDS = {"cli", "train_cli", "compare", "fusion", "data.cli", "data.__main__", "tune.cli",
-            "tune.__main__", "experiments.compare_cli", "experiments.fusion_cli", "export_cli"}
+            "tune.__main__", "experiments.compare_cli", "experiments.fusion_cli", "export_cli",
+            "recommend_cli"}
 # the package's lazy re-exports (``from recbole_srgnn import Recommender``, imported on first use)
 LAZY_EXPORTS = {("", "recommend")}
 
@@ -31,7 +32,7 @@ def _layer(name: str) -> int:
     top = name.split(".")[0]
     if top == "data":
         return 1
-    if top in ("model", "graph", "layers", "nn", "bundle", "recommend"):
+    if top in ("model", "graph", "layers", "nn", "bundle", "recommend", "session_input"):
         return 2
     if top in ("training", "trainer", "prepared_data"):
         return 3

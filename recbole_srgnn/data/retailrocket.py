@@ -35,6 +35,9 @@ Presets (``PRESETS``; explicit options override them on the command line):
   consecutive duplicates removed, iterated filters (support >= 5, length >= 2), last 7 days test,
   7 days validation.
 
+``click_sessions`` / ``read_click_sessions`` run steps 1-4 only and return every session with its
+items, numbered by the same rule: the sessions ``recbole-srgnn recommend`` scores from a raw log.
+
 A second call with the same input bytes and the same options reuses the files (checked through
 ``stats.json``: the options, the input's size and SHA-256, and the presence and sizes of every
 output file); ``force=True`` rebuilds.
@@ -327,8 +330,24 @@ def _sessions_in_order(events: _Events, rank_of_session: np.ndarray) -> tuple[_E
     return events.take(index), np.repeat(rank, lengths)
 
 
-def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
-                  progress: _Progress) -> tuple[dict[str, Cases], dict[str, Any]]:
+@dataclass
+class _Sessionized:
+    """Steps 1-4 done: the kept events and what the later steps and the statistics need."""
+
+    events: _Events
+    item_ids: np.ndarray  # original item id of each item code
+    session_visitor: np.ndarray  # visitor id of each session code
+    counter: _Counter
+    stats: dict[str, Any]  # "raw" and "sessionized"
+    filters: dict[str, Any]  # "event_types" and "dedup_consecutive"
+
+
+def _sessionize(columns: dict[str, np.ndarray], options: ConvertOptions,
+                progress: _Progress) -> _Sessionized:
+    """Steps 1-4 of the protocol (order, sessions, event types, consecutive duplicates).
+
+    Empties ``columns`` (the caller's arrays are released as soon as they are sorted).
+    """
     stats: dict[str, Any] = {}
     n_rows = len(columns["timestamp"])
     event_counts = np.bincount(columns["event"], minlength=len(EVENT_TYPES))
@@ -386,6 +405,27 @@ def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
         filters["dedup_consecutive"] = counter.removed(after, counter.measure(events))
     else:
         filters["dedup_consecutive"] = None
+    return _Sessionized(events, item_ids, session_visitor, counter, stats, filters)
+
+
+def _session_numbers(codes: np.ndarray, first_timestamp: np.ndarray, session_visitor: np.ndarray,
+                     n_sessions: int) -> np.ndarray:
+    """Final session ids 1..N of the session ``codes`` (each with its first remaining event's
+    timestamp), ordered by (that timestamp, visitor id, order within the visitor); indexed by
+    session code, 0 for a code not in ``codes``."""
+    ranked = np.lexsort((codes, session_visitor[codes], first_timestamp))
+    new_id = np.zeros(n_sessions, dtype=np.int64)
+    new_id[codes[ranked]] = np.arange(1, len(codes) + 1)
+    return new_id
+
+
+def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
+                  progress: _Progress) -> tuple[dict[str, Cases], dict[str, Any]]:
+    cut = _sessionize(columns, options, progress)
+    events, item_ids, session_visitor, counter = (cut.events, cut.item_ids, cut.session_visitor,
+                                                  cut.counter)
+    stats, filters, n_sessions = cut.stats, cut.filters, cut.counter.n_sessions
+    del cut
 
     # 5. iterated session-length and item-support filters.
     events, rounds = _iterated_filter(events, options, counter)
@@ -455,10 +495,8 @@ def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
         codes.append(part.session[first])
         first_ts.append(part.timestamp[first])
     codes = np.concatenate(codes)
-    ranked = np.lexsort((codes, session_visitor[codes], np.concatenate(first_ts)))
-    new_id = np.zeros(n_sessions, dtype=np.int64)
-    new_id[codes[ranked]] = np.arange(1, len(codes) + 1)
-    del ranked, first_ts
+    new_id = _session_numbers(codes, np.concatenate(first_ts), session_visitor, n_sessions)
+    del first_ts
 
     cases: dict[str, Cases] = {}
     split_stats: dict[str, Any] = {}
@@ -481,6 +519,64 @@ def _run_protocol(columns: dict[str, np.ndarray], options: ConvertOptions,
     progress("split: " + ", ".join(f"{n} {s['sessions']:,} sessions / {s['cases']:,} cases"
                                    for n, s in split_stats.items()))
     return cases, stats
+
+
+# ------------------------------------------------------------------ sessions to recommend after
+
+@dataclass(frozen=True)
+class ClickSessions:
+    """A click log cut into sessions by the converter's steps 1-4, for recommending after each.
+
+    Session ``k`` (0-based) has id ``session_id[k]``, visitor ``visitor[k]`` and the original
+    item ids ``items[starts[k]:starts[k + 1]]`` in time order. Sessions are in id order.
+    """
+
+    session_id: np.ndarray  # int64, 1..N ascending
+    visitor: np.ndarray  # int64
+    starts: np.ndarray  # int64, N + 1 offsets into ``items``
+    items: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.session_id)
+
+    def items_of(self, k: int) -> list[int]:
+        """The item ids of the ``k``-th session (0-based), oldest first."""
+        return self.items[self.starts[k]:self.starts[k + 1]].tolist()
+
+
+def click_sessions(columns: dict[str, np.ndarray],
+                   options: ConvertOptions = ConvertOptions()) -> ClickSessions:
+    """The sessions of ``read_events`` columns as the converter cuts them, before its filters.
+
+    Steps 1-4 of the protocol (order, ``session_gap``, ``keep_events``, ``dedup_consecutive``)
+    run exactly as in :func:`convert_events`; the training-data steps 5-7 (length and support
+    filters, time split, cold items) do not, so a session of one kept click is kept. Sessions are
+    numbered 1..N by the converter's rule (first kept event's timestamp, visitor id, order within
+    the visitor): the converter's own session ids when its filters remove no session. Empties
+    ``columns``; InputError for invalid options.
+    """
+    options = options.validated()
+    cut = _sessionize(columns, options, _Progress(False))
+    events = cut.events
+    if len(events) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return ClickSessions(empty, empty, np.zeros(1, dtype=np.int64), empty)
+    first = events.run_starts()
+    new_id = _session_numbers(events.session[first], events.timestamp[first], cut.session_visitor,
+                              cut.counter.n_sessions)
+    events, sid = _sessions_in_order(events, new_id)
+    first = np.flatnonzero(events.run_starts())
+    return ClickSessions(session_id=sid[first].astype(np.int64),
+                         visitor=cut.session_visitor[events.session[first]].astype(np.int64),
+                         starts=np.append(first, len(events)).astype(np.int64),
+                         items=cut.item_ids[events.item].astype(np.int64))
+
+
+def read_click_sessions(events_path: str | os.PathLike,
+                        options: ConvertOptions = ConvertOptions()) -> ClickSessions:
+    """:func:`click_sessions` of an ``events.csv`` file (read whole, checked by ``read_events``)."""
+    options = options.validated()
+    return click_sessions(read_events(events_path), options)
 
 
 # ------------------------------------------------------------------------------------ the entry
