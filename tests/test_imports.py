@@ -31,7 +31,8 @@ def _layer(name: str) -> int:
     top = name.split(".")[0]
     if top == "data":
         return 1
-    if top in ("model", "graph", "layers", "nn", "bundle", "recommend"):
+    if top in ("model", "graph", "layers", "nn", "nn_recbole", "nn_scorers", "networks", "bundle",
+               "recommend"):
         return 2
     if top in ("training", "trainer", "prepared_data"):
         return 3
