@@ -6,8 +6,8 @@ A bundle holds three files:
   ``weights_only=True``;
 * ``bundle.json``: ``format``/``format_version``, the ``model`` class (a network of
   :mod:`recbole_srgnn.networks`: the plugin's, RecBole's baselines, the non-neural scorers, or
-  ``Fused``, a model plus a scorer) and the ``config`` that rebuilds it, the item vocabulary ``items``
-  (the dataset's original tokens in internal id order; ``items[0]`` is padding),
+  ``Fused``, a model plus a scorer) and the ``config`` that rebuilds it, the item vocabulary
+  ``items`` (the dataset's original tokens in internal id order; ``items[0]`` is padding),
   ``max_prefix_length`` (RecBole's MAX_ITEM_LIST_LENGTH), ``popularity`` (each item's count as
   a target in the training split; the fallback ranking), the ``dataset`` name and its
   ``data_fingerprint``, the library ``versions``;

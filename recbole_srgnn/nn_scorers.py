@@ -32,7 +32,8 @@ class SequenceRules(nn.Module):
             raise ValueError("rule_steps must be >= 1 and repeat_boost >= 0")
         if n_items < 2 or n_rules < 0:
             raise ValueError("n_items must be >= 2 and n_rules >= 0")
-        self.n_items, self.steps, self.repeat_boost = int(n_items), int(rule_steps), float(repeat_boost)
+        self.n_items, self.steps = int(n_items), int(rule_steps)
+        self.repeat_boost = float(repeat_boost)
         self.set_tables(torch.zeros(self.n_items + 1, dtype=torch.long),
                         torch.zeros(int(n_rules), dtype=torch.long), torch.zeros(int(n_rules)),
                         torch.zeros(self.n_items))

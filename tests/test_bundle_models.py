@@ -103,7 +103,7 @@ def fused(tiny):
 
 
 def reference_ranking(loaded, reference_model):
-    """(sessions as tokens, top-K ids, top-K scores) of the test split through ``reference_model``."""
+    """(sessions as tokens, top-K items, top-K scores) of the test split by ``reference_model``."""
     test_set = loaded.test_data._dataset
     inter = test_set.inter_feat
     with torch.no_grad():
@@ -141,7 +141,8 @@ def test_recommend_batch_equals_the_trained_models_full_sort_ranking(trained):
         assert torch.equal(weights["rule_col"], model.rules.rule_col)
         assert bundle["config"]["repeat_boost"] == 1.0 and bundle["config"]["rule_steps"] == 10
     else:
-        assert torch.equal(weights["item_count"], model.item_count) and list(weights) == ["item_count"]
+        assert list(weights) == ["item_count"]
+        assert torch.equal(weights["item_count"], model.item_count)
 
 
 def test_srgnn_with_rules_equals_the_fusion_runners_ranking(fused):
@@ -160,16 +161,17 @@ def test_srgnn_with_rules_equals_the_fusion_runners_ranking(fused):
         fusion_rank.DEFAULT_STEPS, fusion_rank.DEFAULT_BOOST)
 
 
-def test_bundles_load_without_recbole(trained, fused):
-    if trained["name"] != "SequenceRules":
-        pytest.skip("one subprocess, for the rules bundle and the fused one")
+def test_bundles_load_without_recbole(fused):
     code = ("import sys; sys.modules['recbole'] = None; from recbole_srgnn import Recommender; "
-            f"print([Recommender.load(f).recommend(['3', '4'], k=3).fallback for f in "
-            f"({str(trained['bundle'])!r}, {str(fused['bundle'])!r})])")
+            "from recbole_srgnn.networks import NETWORKS; "
+            "import recbole_srgnn.nn_recbole, recbole_srgnn.nn_scorers; "
+            f"rec = Recommender.load({str(fused['bundle'])!r}); "
+            "print(rec.recommend(['3', '4'], k=3).fallback, "
+            "sorted(NETWORKS))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[False, False]"
+    assert done.stdout.strip() == f"False {sorted(NETWORKS)}"
 
 
 def test_export_refusals_are_one_line_and_name_the_supported_models(fused, tmp_path, capsys):
@@ -189,6 +191,7 @@ def test_export_refusals_are_one_line_and_name_the_supported_models(fused, tmp_p
         (["--checkpoint", str(tmp_path / "gru.pth"), "--scorer", "SequenceRules", "--alpha", "1"],
          "GRU4Rec cannot be fused with a scorer (fusable: SRGNN)"),
         (["--checkpoint", fused["checkpoint"], "--alpha", "0.5"], "give --scorer too"),
+        (["--checkpoint", fused["checkpoint"], "--rule_steps", "3"], "give --scorer too"),
         (["--checkpoint", fused["checkpoint"], "--scorer", "SequenceRules"], "--alpha must be > 0"),
         (["--checkpoint", fused["checkpoint"], "--scorer", "SequenceRules", "--alpha", "1",
           "--rule_steps", "0"], "--rule_steps must be >= 1"),
@@ -198,6 +201,9 @@ def test_export_refusals_are_one_line_and_name_the_supported_models(fused, tmp_p
         err = capsys.readouterr().err.strip()
         assert message in err and err.count("\n") == 0, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+    defaults = export_cli.build_parser().parse_args(["--checkpoint", "c", "--output", "o"])
+    assert (defaults.rule_steps, defaults.rule_repeat_boost, defaults.alpha) == (
+        training_export.DEFAULT_RULE_STEPS, training_export.DEFAULT_REPEAT_BOOST, 0.0)
     help_text = " ".join(export_cli.build_parser().format_help().split())
     assert all(name in help_text for name in SUPPORTED_MODELS) and "--scorer" in help_text
 

@@ -49,8 +49,9 @@ def check_scorer(model_name: str, scorer: str | None, alpha: float, rule_steps: 
                  rule_repeat_boost: float) -> None:
     """InputError (one line) for fusion options that do not fit (checked before any work)."""
     if scorer is None:
-        if alpha:
-            raise InputError("--alpha weighs a scorer: give --scorer too")
+        if alpha or (rule_steps, rule_repeat_boost) != (DEFAULT_RULE_STEPS, DEFAULT_REPEAT_BOOST):
+            raise InputError("--alpha, --rule_steps and --rule_repeat_boost are for a scorer: "
+                             "give --scorer too")
         return
     if scorer not in FUSION_SCORERS:
         raise InputError(f"--scorer {scorer} is not a scorer the export fuses "
@@ -90,7 +91,8 @@ def fused_network(model: torch.nn.Module, model_name: str, train_set, scorer: st
     """(config, tensors) of ``Fused``: ``model`` plus the ``scorer`` (``SequenceRules``) counted
     on ``train_set``, RecBole's training split, as the fusion runner counts it."""
     member_config, member_weights = network_of(model, model_name)
-    rules = RuleScorer.from_dataset(model, train_set, rule_steps, rule_repeat_boost)  # as fusion_rank
+    # counted as fusion_rank counts them
+    rules = RuleScorer.from_dataset(model, train_set, rule_steps, rule_repeat_boost)
     scorer_config, scorer_weights = rules.options(), rules.tables()
     config = {"n_items": member_config["n_items"], "alpha": float(alpha),
               "scorer": {"model": scorer, "config": scorer_config},
