@@ -5,8 +5,9 @@ A bundle holds three files:
 * ``weights.pt``: ``torch.save`` of a dict of tensors (the network's state_dict), read back with
   ``weights_only=True``;
 * ``bundle.json``: ``format``/``format_version``, the ``model`` class (a network of
-  :mod:`recbole_srgnn.nn`) and the ``config`` that rebuilds it, the item vocabulary ``items``
-  (the dataset's original tokens in internal id order; ``items[0]`` is padding),
+  :mod:`recbole_srgnn.networks`: the plugin's, RecBole's baselines, the non-neural scorers, or
+  ``Fused``, a model plus a scorer) and the ``config`` that rebuilds it, the item vocabulary
+  ``items`` (the dataset's original tokens in internal id order; ``items[0]`` is padding),
   ``max_prefix_length`` (RecBole's MAX_ITEM_LIST_LENGTH), ``popularity`` (each item's count as
   a target in the training split; the fallback ranking), the ``dataset`` name and its
   ``data_fingerprint``, the library ``versions``;
@@ -35,7 +36,7 @@ import torch
 
 from .errors import InputError
 from .files import sha256_of, temporary_name
-from .nn import NETWORKS
+from .networks import EXPORTABLE, NETWORKS
 from .provenance import vocabulary_checksum
 
 FORMAT = "recbole-srgnn-bundle"
@@ -43,7 +44,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
 METADATA = "bundle.json"
 CHECKSUMS = "SHA256SUMS"
-SUPPORTED_MODELS = tuple(NETWORKS)
+SUPPORTED_MODELS = EXPORTABLE  # trained models a bundle is made of (Fused: SRGNN + a scorer)
 
 
 @dataclass
@@ -154,7 +155,7 @@ def read_metadata(folder: str | os.PathLike) -> dict:
     model = metadata.get("model")
     if model not in NETWORKS:
         raise InputError(f"bundle {folder}: model {model!r} is not supported "
-                         f"(supported: {', '.join(SUPPORTED_MODELS)})")
+                         f"(supported: {', '.join(NETWORKS)})")
     items, config = metadata.get("items"), metadata.get("config")
     counts = metadata.get("popularity")
     if not isinstance(items, list) or not isinstance(config, dict) or not isinstance(counts, list) \
@@ -167,13 +168,13 @@ def read_metadata(folder: str | os.PathLike) -> dict:
 
 
 def build_network(model: str, config: Mapping[str, Any]) -> torch.nn.Module:
-    """A network of :mod:`recbole_srgnn.nn` from a bundle's ``model`` and ``config``."""
+    """A network of :mod:`recbole_srgnn.networks` from a bundle's ``model`` and ``config``."""
     if model not in NETWORKS:
         raise InputError(f"model {model!r} cannot be bundled "
-                         f"(supported: {', '.join(SUPPORTED_MODELS)})")
+                         f"(supported: {', '.join(NETWORKS)})")
     try:
         return NETWORKS[model](**config)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"bundle config for {model} is not valid: {exc}") from exc
 
 

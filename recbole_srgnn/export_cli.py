@@ -1,6 +1,13 @@
 """``recbole-srgnn export``: a checkpoint written by run.py as a model bundle folder.
 
     recbole-srgnn export --checkpoint saved/SRGNN-....pth --output bundles/srgnn [--data_path=...]
+    recbole-srgnn export --checkpoint saved/SRGNN-....pth --output bundles/srgnn-rules \
+        --scorer SequenceRules --alpha 0.5 [--rule_steps 10] [--rule_repeat_boost 0]
+
+Models: SRGNN, LastItem, RecBole's GRU4Rec, NARM and RecBoleSRGNN, SequenceRules and SessionPop
+(:data:`recbole_srgnn.bundle.SUPPORTED_MODELS`); with ``--scorer`` an SRGNN checkpoint ranks as
+the fusion runner's "SR-GNN + rules" (softmax of its scores + alpha * the sequence rules of the
+training split; the option names are the fusion config's).
 
 The bundle (``recbole_srgnn.bundle``) loads without RecBole or the dataset:
 ``Recommender.load(folder)``. The dataset is read once here, for the item vocabulary and the
@@ -20,7 +27,9 @@ def build_parser(prog: str = "recbole-srgnn export") -> argparse.ArgumentParser:
         prog=prog,
         description="Write a trained model (a run.py checkpoint) as a bundle folder: weights.pt, "
                     "bundle.json (model config, item vocabulary, popularity, data fingerprint) "
-                    "and SHA256SUMS. Supported models: SRGNN, LastItem.",
+                    "and SHA256SUMS. Supported models: SRGNN, LastItem, GRU4Rec, NARM, "
+                    "RecBoleSRGNN, SequenceRules, SessionPop; with --scorer, SRGNN + a scorer "
+                    "(the fusion runner's 'SR-GNN + rules').",
         epilog="Any other --key=value overrides a setting stored in the checkpoint (e.g. "
                "--data_path=dataset/). Errors print one line and exit with status 2.",
         allow_abbrev=False,
@@ -28,6 +37,17 @@ def build_parser(prog: str = "recbole-srgnn export") -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="a .pth checkpoint written by run.py")
     parser.add_argument("--output", required=True, help="the bundle folder to write (new, empty "
                         "or an earlier bundle, which is replaced)")
+    fusion = parser.add_argument_group(
+        "SR-GNN + rules (the fusion runner's ranking: softmax(SR-GNN) + alpha * rules)")
+    fusion.add_argument("--scorer", default=None, choices=["SequenceRules"],
+                        help="fuse the SRGNN checkpoint with this non-neural scorer, counted on "
+                             "the training split")
+    fusion.add_argument("--alpha", type=float, default=0.0,
+                        help="the scorer's weight (> 0; the fusion runner's chosen alpha)")
+    fusion.add_argument("--rule_steps", type=int, default=10,
+                        help="rule pairs at most this many clicks apart (default 10)")
+    fusion.add_argument("--rule_repeat_boost", type=float, default=0.0,
+                        help="the rules' repeat boost (default 0)")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
     return parser
 
@@ -41,7 +61,9 @@ def main(argv: list[str] | None = None, prog: str = "recbole-srgnn export") -> i
     check_output_folder(args.output, "--output")
     from recbole_srgnn.training.export import export_bundle  # RecBole: after the checks
 
-    folder = export_bundle(args.checkpoint, args.output, options or None)
+    folder = export_bundle(args.checkpoint, args.output, options or None, scorer=args.scorer,
+                           alpha=args.alpha, rule_steps=args.rule_steps,
+                           rule_repeat_boost=args.rule_repeat_boost)
     if not args.quiet:
         print(f"bundle: {folder}  (load it: recbole_srgnn.Recommender.load({str(folder)!r}))")
     return 0

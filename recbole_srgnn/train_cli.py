@@ -62,7 +62,8 @@ def build_parser(prog: str = "run.py") -> argparse.ArgumentParser:
                              "required); deleted when the run completes")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="after training, write the best model as a bundle folder here "
-                             "(recbole_srgnn.Recommender.load; SRGNN and LastItem)")
+                             "(recbole_srgnn.Recommender.load; SRGNN, LastItem, GRU4Rec, NARM, "
+                             "RecBoleSRGNN, SequenceRules, SessionPop)")
     parser.add_argument("--threads", type=threads_value, default=None, metavar="N|auto",
                         help="torch CPU threads per process (config key threads); default auto: "
                              "the cores other processes leave free, at least 1")

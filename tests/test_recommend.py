@@ -187,14 +187,14 @@ def test_tampered_missing_and_unknown_format_bundles_are_refused(srgnn, tmp_path
 
 def test_export_refuses_unsupported_models_with_one_line(srgnn, tmp_path, capsys):
     state = torch.load(srgnn["checkpoint"], weights_only=True)
-    state["model"] = "SessionPop"
-    forged = tmp_path / "pop.pth"
+    state["model"] = "SASRec"
+    forged = tmp_path / "sasrec.pth"
     torch.save(seal(state), forged)
-    with pytest.raises(InputError, match=r"SessionPop cannot be exported .*supported: SRGNN, LastItem"):
+    with pytest.raises(InputError, match=r"SASRec cannot be exported .*supported: SRGNN, LastItem"):
         export_bundle(forged, tmp_path / "out")
     assert cli.main(["export", "--checkpoint", str(forged), "--output", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
-    assert train_cli.main(["--model=SessionPop", f"--export={tmp_path / 'p'}"]) == 2
+    assert train_cli.main(["--model=SASRec", f"--export={tmp_path / 'p'}"]) == 2
     assert "supported: SRGNN, LastItem" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("x")

@@ -24,7 +24,8 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import Tensor, nn
 
-POPULARITY_WEIGHT = 1e-3
+from ..nn_scorers import POPULARITY_WEIGHT  # noqa: F401 (the formula's epsilon; tests read it here)
+from ..nn_scorers import SequenceRules as SequenceRulesNetwork
 
 
 def rule_table(item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: int,
@@ -57,53 +58,26 @@ def rule_table(item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: 
     return crow, cols, values
 
 
-class RuleScorer(nn.Module):
+class RuleScorer(SequenceRulesNetwork):
     """The scores of the module docstring for a batch of sessions, from a fixed rule table.
 
     Built once from training cases (``item_seq``, ``item_seq_len``, ``target``: RecBole's
-    pre-augmented prefix -> next-item rows); nothing in it is trained. Its tables are
-    non-persistent buffers: they are rebuilt from the training split, never stored in a
-    checkpoint, so a ranker (:class:`~recbole_srgnn.model.fused.FusedRanker`) can add this
+    pre-augmented prefix -> next-item rows); nothing in it is trained. The scoring is that of
+    :class:`recbole_srgnn.nn_scorers.SequenceRules` (what a model bundle rebuilds), but here the
+    tables are non-persistent buffers: they are rebuilt from the training split, never stored in
+    a checkpoint, so a ranker (:class:`~recbole_srgnn.model.fused.FusedRanker`) can add this
     scorer to any saved model.
     """
 
+    persistent = False
+
     def __init__(self, item_seq: Tensor, item_seq_len: Tensor, target: Tensor, n_items: int,
                  steps: int = 10, repeat_boost: float = 1.0) -> None:
-        super().__init__()
-        if steps < 1 or repeat_boost < 0:
-            raise ValueError("rule_steps must be >= 1 and repeat_boost >= 0")
-        self.n_items, self.steps, self.repeat_boost = n_items, int(steps), float(repeat_boost)
+        super().__init__(n_items, 0, steps, repeat_boost)  # checks the options
         crow, col, val = rule_table(item_seq, item_seq_len, target, n_items, self.steps)
-        self.register_buffer("rule_crow", crow, persistent=False)
-        self.register_buffer("rule_col", col, persistent=False)
-        self.register_buffer("rule_val", val, persistent=False)
         pop = torch.bincount(target, minlength=n_items)[:n_items].float()
         pop[0] = 0.0
-        self.register_buffer("popularity", pop / pop.max().clamp(min=1.0), persistent=False)
-
-    def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
-        """``[B, L]`` padded sessions and ``[B]`` lengths -> ``[B, n_items]`` scores."""
-        batch = item_seq.shape[0]
-        lengths = item_seq_len.long().view(-1)
-        scores = (POPULARITY_WEIGHT * self.popularity).unsqueeze(0).repeat(batch, 1)
-        # Rule rows of the last items, gathered from the CSR table without leaving the device.
-        last = item_seq.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-        start, end = self.rule_crow[last], self.rule_crow[last + 1]
-        count = end - start
-        row = torch.repeat_interleave(torch.arange(batch, device=item_seq.device), count)
-        offset = torch.arange(int(count.sum()), device=item_seq.device) - torch.repeat_interleave(
-            count.cumsum(0) - count, count)
-        idx = torch.repeat_interleave(start, count) + offset
-        scores.index_put_((row, self.rule_col[idx]), self.rule_val[idx], accumulate=True)
-        if self.repeat_boost > 0:
-            positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-            recency = lengths.unsqueeze(1) - 1 - positions.unsqueeze(0)        # 0 = last item
-            valid = (recency >= 0) & (item_seq > 0)
-            boost = self.repeat_boost / (1.0 + recency.clamp(min=0).float())
-            repeat = torch.zeros_like(scores).scatter_reduce(
-                1, item_seq, torch.where(valid, boost, torch.zeros_like(boost)), reduce="amax")
-            scores = scores + repeat
-        return scores
+        self.set_tables(crow, col, val, pop / pop.max().clamp(min=1.0))
 
     @classmethod
     def from_dataset(cls, model: SequentialRecommender, dataset, steps: int,
