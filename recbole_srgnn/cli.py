@@ -6,6 +6,7 @@
     recbole-srgnn fusion  --config FILE ...                                  # = python -m recbole_srgnn.fusion
     recbole-srgnn tune    --output DIR ...                                   # = python -m recbole_srgnn.tune
     recbole-srgnn export  --checkpoint PATH --output DIR                     # a model bundle
+    recbole-srgnn serve   --model DIR [--host 127.0.0.1] [--port 8000]        # HTTP service
 
 Each command is the same code as its ``python -m`` form, with the same options
 (``recbole-srgnn COMMAND --help``); this module only picks it. Commands load lazily, so
@@ -34,6 +35,8 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
     "tune": ("recbole_srgnn.tune.cli", False, "Ray Tune hyperparameter search"),
     "export": ("recbole_srgnn.export_cli", True,
                "write a checkpoint as a model bundle for Recommender.load"),
+    "serve": ("recbole_srgnn.serve_cli", True,
+              "serve a model bundle over HTTP (POST /recommend, docs at /docs)"),
 }
 
 
