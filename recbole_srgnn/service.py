@@ -18,8 +18,8 @@ Every bad request gets a 4xx whose JSON body ``{"detail": "..."}`` names the pro
 wrong types, missing or unknown fields, ``k`` out of range, a session or batch over its limit,
 or any :class:`~recbole_srgnn.errors.InputError` of the Recommender. The endpoints are plain
 ``def`` functions: the framework runs them in its thread pool, so requests run in parallel on
-one shared, read-only network (``Recommender`` scores under ``torch.no_grad``; nothing is copied
-per request).
+one shared, read-only network (scored under ``torch.inference_mode``, slightly faster in a quick
+measurement than ``no_grad`` alone; nothing is copied per request).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata as package_metadata
 from typing import Annotated, Any, Union
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -45,6 +46,7 @@ ItemId = Annotated[Union[StrictStr, StrictInt],
                                      "text)", union_mode="left_to_right")]
 UNION_TAGS = {"str", "int"}  # the members pydantic names in the location of a union's errors
 SERVICE_PACKAGES = ("fastapi", "uvicorn", "pydantic", "starlette")
+PARSE_FAILED = "There was an error parsing the body"  # FastAPI's 400 when json.loads fails
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,14 @@ def validation_message(errors: list[dict]) -> tuple[int, str]:
 class BodyLimit:
     """ASGI middleware: 413 for a request body over ``limit`` bytes, by its Content-Length or
     by what is actually streamed (a chunked body has no Content-Length). The body is read here,
-    at most ``limit`` bytes of it, and handed on to the app unchanged."""
+    at most ``limit`` bytes of it, and handed on to the app unchanged.
+
+    A body up to ``DRAIN_FACTOR`` times the limit is read to its end (and dropped) before the
+    413 goes out, so that the client, still sending, reads the answer instead of a reset
+    connection; a larger one is answered at once and the connection closed.
+    """
+
+    DRAIN_FACTOR = 4
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -164,22 +173,26 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:  # the server checks its syntax
+            if int(declared) <= self.DRAIN_FACTOR * self.limit:
+                await self._drain(receive, 0)
             await _reply(send, 413, self._too_large(f"{int(declared)} bytes"))
             return
         chunks: list[bytes] = []
         total = 0
-        while True:
+        more = True
+        while more:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
                 return
             chunk = message.get("body", b"")
+            more = bool(message.get("more_body", False))
             total += len(chunk)
             if total > self.limit:
+                if more:
+                    await self._drain(receive, total)
                 await _reply(send, 413, self._too_large(f"over {self.limit} bytes"))
                 return
             chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
         body = b"".join(chunks)
         replayed = False
 
@@ -191,6 +204,16 @@ class BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+    async def _drain(self, receive: Receive, total: int) -> None:
+        """Read and drop the rest of the body, up to ``DRAIN_FACTOR * limit`` bytes in all."""
+        while total <= self.DRAIN_FACTOR * self.limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            total += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     def _too_large(self, size: str) -> str:
         return f"request body too large ({size}; the limit is {self.limit} bytes, --max_body_bytes)"
@@ -243,8 +266,10 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None) ->
     def recommend(request: RecommendRequest) -> dict:
         """The top ``k`` items after one session."""
         checked(request.k, [request.items])
-        result = recommender.recommend(request.items, request.k, exclude_seen=request.exclude_seen,
-                                       exclude=request.exclude)
+        with torch.inference_mode():
+            result = recommender.recommend(request.items, request.k,
+                                           exclude_seen=request.exclude_seen,
+                                           exclude=request.exclude)
         return {**answer(result), "model": model}
 
     @app.post("/recommend/batch", response_model=BatchResponse, responses=errors)
@@ -254,9 +279,10 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None) ->
             raise ServiceError(422, f"the batch has {len(request.sessions)} sessions, more than "
                                     f"the limit of {limits.max_batch} (--max_batch)")
         checked(request.k, request.sessions)
-        results = recommender.recommend_batch(request.sessions, request.k,
-                                              exclude_seen=request.exclude_seen,
-                                              exclude=request.exclude)
+        with torch.inference_mode():
+            results = recommender.recommend_batch(request.sessions, request.k,
+                                                  exclude_seen=request.exclude_seen,
+                                                  exclude=request.exclude)
         return {"results": [answer(r) for r in results], "model": model}
 
     @app.get("/health")
@@ -282,6 +308,9 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None) ->
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             detail = f"no such path {excerpt(request.url.path, 60)} (see /docs)"
+        elif exc.status_code == 400 and detail == PARSE_FAILED:  # e.g. nested too deeply
+            detail = "request body could not be parsed as JSON (nested too deeply, or a number "\
+                     "too long?)"
         return JSONResponse({"detail": detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

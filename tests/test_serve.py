@@ -196,6 +196,8 @@ BAD_REQUESTS = [
     ("POST", "/recommend", [["3"]], 422, "must be a JSON object"),
     ("POST", "/recommend", b'{"items": ["3"', 400, "not valid JSON"),
     ("POST", "/recommend", b"", 422, "must be a JSON object"),
+    ("POST", "/recommend", b'{"items": ' + b"[" * 5000, 400, "could not be parsed as JSON"),
+    ("POST", "/recommend", b'{"items": [' + b"9" * 5000 + b"]}", 400, "could not be parsed"),
     ("POST", "/recommend/batch", {"sessions": [["3"]] * 6}, 422, "6 sessions, more than the "
                                                                 "limit of 5 (--max_batch)"),
     ("POST", "/recommend/batch", {"sessions": [["3"], ["4"] * 51]}, 422, "51 items"),
@@ -232,16 +234,19 @@ def test_oversized_bodies_get_413_by_content_length_and_by_streamed_bytes(server
     finally:
         conn.close()
 
-    session = json.dumps({"items": ["3"] * 8000}).encode()  # 48 KB, chunked: no Content-Length
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request("POST", "/recommend", headers=JSON, encode_chunked=True,
-                     body=(session[i:i + 4096] for i in range(0, len(session), 4096)))
-        response = conn.getresponse()
-        assert response.status == 413
-        assert "over 20000 bytes" in json.loads(response.read())["detail"]
-    finally:
-        conn.close()
+    session = json.dumps({"items": ["3"] * 8000}).encode()  # 48 KB
+    status, answer = server.call("POST", "/recommend", session, JSON)  # sent whole, 413 after
+    assert status == 413 and f"({len(session)} bytes;" in answer["detail"]
+    for _ in range(5):  # chunked: no Content-Length, counted as it streams
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            conn.request("POST", "/recommend", headers=JSON, encode_chunked=True,
+                         body=(session[i:i + 4096] for i in range(0, len(session), 4096)))
+            response = conn.getresponse()
+            assert response.status == 413
+            assert "over 20000 bytes" in json.loads(response.read())["detail"]
+        finally:
+            conn.close()
     small = {"items": ["3"] * 40, "k": 2}  # a chunked body under the limit is read whole
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
