@@ -118,6 +118,22 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def usable_device(text: str):
+    """``--device`` as a torch device this machine has, or InputError (one line)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device {excerpt(text)} is not a torch device (cpu, cuda, cuda:1 ...)"
+                         ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise InputError(f"--device {text}: this machine has {count} CUDA device(s)")
+    return device
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -134,7 +150,7 @@ def main(argv: list[str] | None = None, prog: str = "recbole-srgnn serve") -> in
     torch.set_num_threads(args.threads)
     limits = ServiceLimits(max_k=args.max_k, max_session_items=args.max_session_items,
                            max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
-    recommender = Recommender.load(args.model, args.device)
+    recommender = Recommender.load(args.model, usable_device(args.device))
     recommender.recommend([recommender.items[-1]], k=1)  # warm-up: the first request is not slow
     app = create_app(recommender, limits)
     sock = listening_socket(args.host, args.port)

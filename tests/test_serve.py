@@ -272,11 +272,15 @@ def test_bad_bundle_port_in_use_and_bad_host_exit_2_with_one_line(server, bundle
         runs = {"bundle": ["--model", str(broken), "--port", port],
                 "missing": ["--model", str(tmp_path / "none"), "--port", port],
                 "port": ["--model", str(bundle), "--port", str(server.port)],
-                "host": ["--model", str(bundle), "--host", "203.0.113.7", "--port", port]}
+                "host": ["--model", str(bundle), "--host", "203.0.113.7", "--port", port],
+                "device": ["--model", str(bundle), "--device", "cuda:99", "--port", port],
+                "no device": ["--model", str(bundle), "--device", "gpu", "--port", port]}
         expected = {"bundle": "weights.pt does not match its SHA-256",
                     "missing": "is not a folder",
                     "port": f"cannot listen on 127.0.0.1:{server.port}: Address already in use",
-                    "host": "cannot listen on 203.0.113.7"}
+                    "host": "cannot listen on 203.0.113.7",
+                    "device": "--device cuda:99: this machine has",
+                    "no device": "--device 'gpu' is not a torch device"}
         for name, argv in runs.items():
             assert serve_cli.main(argv) == 2, name
             out, err = capsys.readouterr()
