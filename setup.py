@@ -25,6 +25,9 @@ setup(
         "tqdm",
         "pyyaml",
         "psutil",
+        "fastapi>=0.165",  # recbole-srgnn serve; lower bounds = the tested versions
+        "uvicorn>=0.54",
+        "pydantic>=2.14",
     ],
     extras_require={
         "test": ["pytest>=7"],

@@ -7,6 +7,7 @@
     recbole-srgnn tune    --output DIR ...                                   # = python -m recbole_srgnn.tune
     recbole-srgnn export  --checkpoint PATH --output DIR                     # a model bundle
     recbole-srgnn recommend --model DIR --input FILE --output FILE | --session ITEM ...
+    recbole-srgnn serve   --model DIR [--host 127.0.0.1] [--port 8000]        # HTTP service
 
 Each command is the same code as its ``python -m`` form, with the same options
 (``recbole-srgnn COMMAND --help``); this module only picks it. Commands load lazily, so
@@ -37,6 +38,8 @@ COMMANDS: dict[str, tuple[str, bool, str]] = {
                "write a checkpoint as a model bundle for Recommender.load"),
     "recommend": ("recbole_srgnn.recommend_cli", True,
                   "next-item recommendations from a bundle: a file of sessions or one session"),
+    "serve": ("recbole_srgnn.serve_cli", True,
+              "serve a model bundle over HTTP (POST /recommend, docs at /docs)"),
 }
 
 

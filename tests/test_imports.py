@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "recbole_srgnn"
 UTILITIES = {"errors", "files", "yaml_files", "json_safe", "threads", "run_identity", "provenance"}
 COMMANDS = {"cli", "train_cli", "compare", "fusion", "data.cli", "data.__main__", "tune.cli",
             "tune.__main__", "experiments.compare_cli", "experiments.fusion_cli", "export_cli",
-            "recommend_cli"}
+            "recommend_cli", "serve_cli"}
 # the package's lazy re-exports (``from recbole_srgnn import Recommender``, imported on first use)
 LAZY_EXPORTS = {("", "recommend")}
 
@@ -37,7 +37,7 @@ def _layer(name: str) -> int:
         return 2
     if top in ("training", "trainer", "prepared_data"):
         return 3
-    if top in ("experiments", "tune"):
+    if top in ("experiments", "tune", "service"):
         return 4
     raise AssertionError(f"module {name} has no layer: add it to tests/test_imports.py")
 
