@@ -10,9 +10,10 @@ status 2 before anything listens. Once the server accepts requests it prints one
 stop it gracefully (requests in flight finish) and it exits with status 0.
 
 Threads: each request runs in the server's thread pool, and torch uses ``--threads`` intra-op
-threads (default 1) within each. Requests are small (one session: an embedding lookup and one
-``[1, d] x [d, n_items]`` product), so parallel requests on one thread each use the cores better
-than one request on several threads, which would fight each other for the cores (see
+threads (default 1). A one-session request is mostly one ``[1, d] x [d, n_items]`` product that
+reads the whole item table; concurrent ``/recommend`` requests are therefore scored together,
+up to ``--batch_requests`` per forward pass (:mod:`recbole_srgnn.micro_batch`), which reads the
+table once for all of them. More torch threads fight the server's own threads for the cores (see
 ``recbole_srgnn.threads``); big ``/recommend/batch`` calls on an otherwise idle machine may
 want more.
 """
@@ -81,6 +82,10 @@ def build_parser(prog: str = "recbole-srgnn serve") -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=whole(1), default=1,
                         help="torch intra-op threads per request (default 1: requests run in "
                              "parallel, one thread each)")
+    parser.add_argument("--batch_requests", type=whole(1), default=32,
+                        help="score up to this many concurrent /recommend requests in one "
+                             "forward pass (default 32; a request arriving alone is scored at "
+                             "once; 1 = each request alone)")
     parser.add_argument("--max_k", type=whole(1), default=None,
                         help="largest k a request may ask (default: the number of items)")
     parser.add_argument("--max_session_items", type=whole(1), default=200,
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None, prog: str = "recbole-srgnn serve") -> in
                            max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
     recommender = Recommender.load(args.model, usable_device(args.device))
     recommender.recommend([recommender.items[-1]], k=1)  # warm-up: the first request is not slow
-    app = create_app(recommender, limits)
+    app = create_app(recommender, limits, batch_requests=args.batch_requests)
     sock = listening_socket(args.host, args.port)
     url = url_of(sock)
     metadata = recommender.bundle.metadata

@@ -17,9 +17,10 @@ Every bad request gets a 4xx whose JSON body ``{"detail": "..."}`` names the pro
 ``max_body_bytes`` (the Content-Length and the bytes actually streamed are both counted), 422
 wrong types, missing or unknown fields, ``k`` out of range, a session or batch over its limit,
 or any :class:`~recbole_srgnn.errors.InputError` of the Recommender. The endpoints are plain
-``def`` functions: the framework runs them in its thread pool, so requests run in parallel on
-one shared, read-only network (scored under ``torch.inference_mode``, slightly faster in a quick
-measurement than ``no_grad`` alone; nothing is copied per request).
+``def`` functions: the framework runs them in its thread pool on one shared, read-only network
+(scored under ``torch.inference_mode``; nothing is copied per request). Concurrent
+``/recommend`` requests are scored together by a :class:`~recbole_srgnn.micro_batch.MicroBatcher`
+(``batch_requests`` per forward pass at most; a request that arrives alone is scored at once).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .bundle import library_versions
 from .errors import InputError, excerpt
+from .micro_batch import MicroBatcher
 from .recommend import Recommendation, Recommender
 
 ItemId = Annotated[Union[StrictStr, StrictInt],
@@ -228,9 +230,15 @@ async def _reply(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(recommender: Recommender, limits: ServiceLimits | None = None) -> FastAPI:
-    """The FastAPI app serving ``recommender`` within ``limits`` (see the module docstring)."""
+def create_app(recommender: Recommender, limits: ServiceLimits | None = None,
+               batch_requests: int = 32) -> FastAPI:
+    """The FastAPI app serving ``recommender`` within ``limits`` (see the module docstring).
+
+    ``batch_requests`` > 1: concurrent ``/recommend`` requests are scored together, up to that
+    many per forward pass (:class:`~recbole_srgnn.micro_batch.MicroBatcher`); 1: each alone.
+    """
     limits = limits or ServiceLimits()
+    single = MicroBatcher(recommender, batch_requests) if batch_requests > 1 else recommender
     bundle = recommender.bundle
     model = str(bundle.metadata.get("model"))
     catalogue = recommender.n_items - 1  # item ids 1 .. n_items - 1; 0 is padding
@@ -238,6 +246,7 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None) ->
               "n_items": catalogue, "max_prefix_length": recommender.max_prefix_length,
               "bundle": str(bundle.folder), "device": str(recommender.device),
               "limits": {**asdict(limits), "max_k": limits.max_k or catalogue},
+              "batch_requests": batch_requests,
               "versions": {"bundle": bundle.metadata.get("versions", {}),
                            "running": running_versions()}}
     errors = {status: {"model": ErrorResponse} for status in (400, 413, 422)}
@@ -267,9 +276,8 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None) ->
         """The top ``k`` items after one session."""
         checked(request.k, [request.items])
         with torch.inference_mode():
-            result = recommender.recommend(request.items, request.k,
-                                           exclude_seen=request.exclude_seen,
-                                           exclude=request.exclude)
+            result = single.recommend(request.items, request.k,
+                                      exclude_seen=request.exclude_seen, exclude=request.exclude)
         return {**answer(result), "model": model}
 
     @app.post("/recommend/batch", response_model=BatchResponse, responses=errors)

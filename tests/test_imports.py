@@ -33,7 +33,7 @@ def _layer(name: str) -> int:
     if top == "data":
         return 1
     if top in ("model", "graph", "layers", "nn", "nn_recbole", "nn_scorers", "networks", "bundle",
-               "recommend", "session_input"):
+               "recommend", "micro_batch", "session_input"):
         return 2
     if top in ("training", "trainer", "prepared_data"):
         return 3

@@ -159,6 +159,32 @@ def test_batch_answers_equal_recommend_batch(server, rec):
         (200, {"results": [], "model": "SRGNN"})
 
 
+def test_concurrent_requests_get_the_recommenders_answers(server, rec):
+    """Eight clients at once: the server scores waiting requests together (--batch_requests);
+    each answer has the items of Recommender.recommend and its scores within 1e-5."""
+    import threading
+
+    sessions = [[str(1 + (i * 7 + j) % 40) for j in range(1 + i % 5)] for i in range(40)]
+    answers: dict[int, tuple] = {}
+
+    def client(first: int) -> None:
+        for index in range(first, len(sessions), 8):
+            answers[index] = server.call("POST", "/recommend", {"items": sessions[index], "k": 6})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(answers) == list(range(len(sessions)))
+    for index, (status, answer) in answers.items():
+        assert status == 200, answer
+        expected = rec.recommend(sessions[index], 6)
+        assert answer["items"] == expected.items
+        assert answer["scores"] == pytest.approx(expected.scores, abs=1e-5)
+    assert server.call("GET", "/health")[1]["batch_requests"] == 32
+
+
 def test_health_openapi_and_docs(server, bundle):
     status, health = server.call("GET", "/health")
     assert status == 200
@@ -357,9 +383,12 @@ def test_recommender_input_errors_are_422_and_failures_a_json_500(rec, monkeypat
     def refuse(*args, **kwargs):
         raise InputError("session: refused\nfor a reason")
 
-    monkeypatch.setattr(rec, "recommend", refuse)
+    monkeypatch.setattr(rec, "recommend_batch", refuse)  # how the micro-batcher scores
     assert asgi_call(app, "POST", "/recommend", body) == \
         (422, {"detail": "session: refused for a reason"}, "")
+    monkeypatch.setattr(rec, "recommend", refuse)  # each request alone
+    assert asgi_call(create_app(rec, ServiceLimits(), batch_requests=1), "POST", "/recommend",
+                     body) == (422, {"detail": "session: refused for a reason"}, "")
 
     def fail(*args, **kwargs):
         raise RuntimeError("boom")
