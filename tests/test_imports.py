@@ -34,7 +34,7 @@ def _layer(name: str) -> int:
         return 1
     if top in ("model", "graph", "layers", "nn", "bundle", "recommend", "session_input"):
         return 2
-    if top in ("training", "trainer", "prepared_data"):
+    if top in ("training", "trainer", "training_state", "prepared_data"):
         return 3
     if top in ("experiments", "tune"):
         return 4

@@ -1,4 +1,4 @@
-"""Sessionization of a Retail Rocket click log: steps 1-4 of the converter's protocol (docs/design.md §2).
+"""Click log -> sessions: steps 1-4 of the Retail Rocket converter's protocol (docs/design.md §2).
 
 Both the benchmark converter (``retailrocket.convert_events``, which goes on to filter and
 split) and ``recbole-srgnn recommend`` (which scores every session of a raw log, through

@@ -21,7 +21,7 @@ from recbole_srgnn.bundle import (
     write_bundle,
 )
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.trainer import load_checkpoint
+from recbole_srgnn.training_state import load_checkpoint
 from recbole_srgnn.training.checkpoints import load_trained
 
 
