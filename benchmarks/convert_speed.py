@@ -43,7 +43,8 @@ def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 began = time.perf_counter()
-from recbole_srgnn.data.retailrocket import ConvertOptions, convert_events
+from recbole_srgnn.data.retailrocket import convert_events
+from recbole_srgnn.data.sessions import ConvertOptions
 imported = time.perf_counter()
 cpu_before = cpu()
 stats = convert_events(sys.argv[1], sys.argv[2], ConvertOptions(), force=True, progress=False)
@@ -95,7 +96,8 @@ def reference_comparison(events: Path, workdir: Path) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from test_retailrocket import reference_convert  # noqa: E402
 
-    from recbole_srgnn.data.retailrocket import ConvertOptions, convert_events
+    from recbole_srgnn.data.retailrocket import convert_events
+    from recbole_srgnn.data.sessions import ConvertOptions
 
     options = ConvertOptions()
     began = time.perf_counter()

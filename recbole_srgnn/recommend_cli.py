@@ -75,7 +75,8 @@ output: one JSON line per input session, in input order:
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    from recbole_srgnn.data.retailrocket import EVENT_TYPES, PRESETS
+    from recbole_srgnn.data.events_input import EVENT_TYPES
+    from recbole_srgnn.data.retailrocket import PRESETS
     from recbole_srgnn.session_input import FORMATS
 
     parser = OneLineArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
@@ -137,7 +138,8 @@ def _convert_options(args: argparse.Namespace):
     """The converter's options: a preset (or its defaults) with the explicit ones on top."""
     import dataclasses
 
-    from recbole_srgnn.data.retailrocket import PRESETS, ConvertOptions
+    from recbole_srgnn.data.retailrocket import PRESETS
+    from recbole_srgnn.data.sessions import ConvertOptions
 
     base = PRESETS[args.preset] if args.preset else ConvertOptions()
     overrides: dict[str, Any] = {}

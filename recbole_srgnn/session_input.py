@@ -7,7 +7,7 @@
   a time, so memory does not grow with the file.
 * **Click log** (``read_events_sessions``): a Retail Rocket ``events.csv`` (``.csv``, or
   compressed like ``.csv.gz``), cut into sessions by the converter's own steps
-  (:func:`recbole_srgnn.data.retailrocket.click_sessions`); the log is read whole, as the
+  (:func:`recbole_srgnn.data.sessions.click_sessions`); the log is read whole, as the
   converter reads it. Each session is named by the converter's session id and carries its visitor.
 
 ``input_format`` picks the reader from ``--input_format`` (``auto``: a name ending in ``.csv``
@@ -124,7 +124,7 @@ def read_events_sessions(path: str | os.PathLike,
     ``options`` is a ``ConvertOptions`` (its session gap, event types and de-duplication are
     used; the defaults when None). The file is read and cut here, before the first session.
     """
-    from recbole_srgnn.data.retailrocket import ConvertOptions, read_click_sessions
+    from recbole_srgnn.data.sessions import ConvertOptions, read_click_sessions
 
     sessions = read_click_sessions(path, options or ConvertOptions())
     if not len(sessions):

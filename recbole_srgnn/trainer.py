@@ -23,7 +23,7 @@ adds to :class:`recbole.trainer.Trainer`:
   * ``none``: a constant rate;
 - checkpoints that ``torch.load(weights_only=True)`` reads (RecBole's own pickle the Config, which
   torch >= 2.6 refuses by default): tensors, numbers, strings, lists and dicts only, with the
-  configuration as a plain dict (enums by name), read with ``recbole_compat.load_weights_only``;
+  configuration as a plain dict (enums by name), read with ``training_state.load_checkpoint``;
 - a per-epoch record (training seconds, loss, learning rate, validation metrics) and the best
   epoch, for the results JSON; an ``epoch_callback(epoch, valid_result, valid_score)`` hook;
 - early stopping on *strict* improvement: RecBole counts a validation score equal to the best
@@ -40,14 +40,11 @@ adds to :class:`recbole.trainer.Trainer`:
 
 from __future__ import annotations
 
-import enum
 import os
-import random
 import time
 import uuid
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import get_local_time
@@ -55,21 +52,20 @@ from recbole.utils import get_local_time
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
-from recbole_srgnn.provenance import DATA_KEY, check_data, seal, verify_seal
-from recbole_srgnn.run_identity import (
-    RESUME_EXEMPT,
-    without_added_defaults,
-    without_removed_defaults,
-)
-from recbole_srgnn.training.recbole_compat import (
-    LOAD_ERRORS,
-    early_stopping_rule,
-    load_weights_only,
-    strict_early_stopping,
+from recbole_srgnn.provenance import DATA_KEY, check_data, seal
+from recbole_srgnn.training.recbole_compat import early_stopping_rule, strict_early_stopping
+from recbole_srgnn.training_state import (
+    CHECKPOINT_FORMAT,
+    RESUME_FORMAT,
+    load_checkpoint,
+    plain,
+    plain_config,
+    read_resume_state,
+    resume_identity,
+    rng_states,
+    set_rng_states,
 )
 
-CHECKPOINT_FORMAT = "recbole_srgnn-1"
-RESUME_FORMAT = "recbole_srgnn-resume-1"
 LR_SCHEDULERS = ("plateau", "step", "none")
 
 
@@ -77,48 +73,6 @@ def every_epoch_kept(value, best, cur_step, max_step, bigger=True):
     """``early_stopping`` for ``train_on_valid``: the validation is in-sample, so it chooses
     nothing; every epoch replaces the "best" model (the last one is tested) and none stops."""
     return value, 0, False, True
-
-
-def plain(value: Any) -> Any:
-    """A JSON-safe, weights-only-loadable copy of a config value (enums -> names, devices -> str)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, np.generic):
-        return plain(value.item())
-    if isinstance(value, Mapping):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(item) for item in value]
-    return str(value)
-
-
-def plain_config(config) -> dict:
-    """The final configuration of a RecBole ``Config`` (or a mapping) as a plain dict."""
-    items = config.final_config_dict if hasattr(config, "final_config_dict") else config
-    return {str(key): plain(value) for key, value in items.items()}
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Read one of our checkpoints with ``weights_only=True``; InputError if it is not one."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        state = load_weights_only(path, map_location=map_location)
-    except LOAD_ERRORS as exc:  # torch's own message suggests unsafe loading: not passed on
-        raise InputError(
-            f"{path} is not a weights-only recbole_srgnn checkpoint ({type(exc).__name__})"
-        ) from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(
-            f"{path} is not a recbole_srgnn checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
-        )
-    verify_seal(state, path)
-    return state
 
 
 def _float(value: Any) -> float:
@@ -383,7 +337,7 @@ class SessionTrainer(Trainer):
             "valid_curve": [dict(entry) for entry in self.valid_curve],
             "best_weights": best,
             "best_checkpoint": self.saved_model_file if self.checkpoint_written else None,
-            "rng": _rng_states(train_data),
+            "rng": rng_states(train_data),
             "spent": self.resume_spent() if self.resume_spent is not None else None,
         }
         seal(state)
@@ -401,7 +355,7 @@ class SessionTrainer(Trainer):
         path = os.fspath(path)
         state = read_resume_state(path, map_location=self.device,
                                   hint="; delete it to start again")
-        if settings is not None and _identity(state.get("settings")) != _identity(settings):
+        if settings is not None and resume_identity(state.get("settings")) != resume_identity(settings):
             raise InputError(f"{path} belongs to a run with other settings; "
                              "delete it to start again")
         if self.data_fingerprint is not None:
@@ -428,7 +382,7 @@ class SessionTrainer(Trainer):
             self._best_in_memory = state["best_weights"]
         for epoch_idx, entry in enumerate(self.valid_curve):
             self.train_loss_dict[int(entry.get("epoch", epoch_idx))] = entry.get("train_loss")
-        _set_rng_states(state["rng"], train_data)
+        set_rng_states(state["rng"], train_data)
         self.training_finished = bool(state["finished"])
         return state
 
@@ -456,82 +410,3 @@ class SessionTrainer(Trainer):
                 "call evaluate(..., load_best_model=False)"
             )
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-
-
-def read_resume_state(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False,
-                      hint: str = "") -> dict:
-    """Load a resume state written by ``save_resume_state`` (weights only); InputError, with
-    ``hint`` appended to its message, if the file is unreadable or holds something else."""
-    path = os.fspath(path)
-    try:
-        state = load_weights_only(path, map_location=map_location, mmap=mmap)
-    except LOAD_ERRORS as exc:
-        raise InputError(f"{path} is not a readable resume state ({type(exc).__name__}){hint}") \
-            from exc
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise InputError(f"{path} is not a recbole_srgnn resume state{hint}")
-    verify_seal(state, path)
-    return state
-
-
-def resume_progress(path: str | os.PathLike) -> dict | None:
-    """How far the run behind a resume state got, read without a trainer or dataset.
-
-    Returns None when ``path`` is not a file. Otherwise a dict: ``epochs`` (finished epochs),
-    ``last_score`` (the last epoch's validation score), ``best_score`` and ``best_epoch`` (counted
-    from 1), ``finished`` (training already stopped; only testing is left), ``seconds`` (the run's
-    time so far) and ``parts`` (how many processes it took so far), the last two None in states
-    that predate them. Raises InputError if the file is not a readable resume state.
-    """
-    if not os.path.isfile(path):
-        return None
-    state = read_resume_state(path, map_location="cpu", mmap=True)
-    curve = list(state.get("valid_curve") or [])
-    spent = state.get("spent") or {}
-    return {
-        "epochs": len(curve),
-        "last_score": float(curve[-1]["valid_score"]) if curve else None,
-        "best_score": float(state["best_valid_score"]) if curve else None,
-        "best_epoch": int(state["best_epoch"]) + 1 if curve else None,
-        "finished": bool(state.get("finished")),
-        "seconds": spent.get("seconds_total"),
-        "parts": spent.get("parts"),
-    }
-
-
-def _identity(settings: Mapping | None) -> dict | None:
-    if settings is None:
-        return None
-    # a state written before a setting existed (or while a removed one did) still resumes a run
-    # that keeps its old value
-    return without_removed_defaults(without_added_defaults(
-        {key: value for key, value in settings.items() if key not in RESUME_EXEMPT}))
-
-
-def _rng_states(train_data) -> dict:
-    """The random-number states training draws from: torch (CPU, CUDA), the training loader's
-    shuffling generator, NumPy and Python (as tensors and numbers, for weights-only loading)."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    generator = getattr(train_data, "generator", None)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "loader": generator.get_state() if generator is not None else None,
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-
-
-def _set_rng_states(states: Mapping, train_data) -> None:
-    torch.set_rng_state(states["torch"].cpu())
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
-    generator = getattr(train_data, "generator", None)
-    if generator is not None and states["loader"] is not None:
-        generator.set_state(states["loader"].cpu())
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from recbole_srgnn.data import cli
-from recbole_srgnn.data.retailrocket import PRESETS, ConvertOptions
+from recbole_srgnn.data.retailrocket import PRESETS
+from recbole_srgnn.data.sessions import ConvertOptions
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = "timestamp,visitorid,event,itemid,transactionid"

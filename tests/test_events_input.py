@@ -13,7 +13,7 @@ import pytest
 
 from recbole_srgnn.data import cli
 from recbole_srgnn.data.events_input import TIMESTAMP_RANGE_MS, read_events
-from recbole_srgnn.data.retailrocket import iso_utc
+from recbole_srgnn.data.sessions import iso_utc
 
 HEADER = "timestamp,visitorid,event,itemid,transactionid"
 DAY = 86_400_000

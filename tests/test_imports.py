@@ -35,7 +35,7 @@ def _layer(name: str) -> int:
     if top in ("model", "graph", "layers", "nn", "nn_recbole", "nn_scorers", "networks", "bundle",
                "recommend", "micro_batch", "session_input"):
         return 2
-    if top in ("training", "trainer", "prepared_data"):
+    if top in ("training", "trainer", "training_state", "prepared_data"):
         return 3
     if top in ("experiments", "tune", "service"):
         return 4

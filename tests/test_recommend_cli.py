@@ -14,7 +14,8 @@ import pytest
 
 from tiny_data import write_tiny_benchmark
 from recbole_srgnn import cli, session_input
-from recbole_srgnn.data.retailrocket import ConvertOptions, convert_events
+from recbole_srgnn.data.retailrocket import convert_events
+from recbole_srgnn.data.sessions import ConvertOptions
 from recbole_srgnn.recommend import Recommender
 from recbole_srgnn.training import runs as training_runs
 

@@ -158,7 +158,7 @@ def assert_same_state(left, right, where="") -> None:
 @pytest.mark.parametrize("model", ["GRU4Rec", "SRGNN", "SRGNN-plateau"])
 def test_run_cut_mid_epoch_resumes_to_the_same_weights_and_optimizer(workdir, model,
                                                                      monkeypatch):
-    from recbole_srgnn.trainer import read_resume_state, resume_progress
+    from recbole_srgnn.training_state import read_resume_state, resume_progress
 
     torch.set_num_threads(1)
     cut_epoch, cut_batches = 1, 3  # 3 optimizer steps into the second epoch
@@ -224,7 +224,7 @@ def test_resume_after_the_last_epoch_only_tests(workdir, monkeypatch):
 
 
 def test_resume_progress_says_how_far_a_cut_run_got(workdir):
-    from recbole_srgnn.trainer import resume_progress
+    from recbole_srgnn.training_state import resume_progress
 
     straight = run(workdir, "GRU4Rec", "progress-straight", saved=False)
     scores = [entry["valid_score"] for entry in straight["valid_curve"]]

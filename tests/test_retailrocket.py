@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from recbole_srgnn.data import retailrocket as rr
-from recbole_srgnn.data.retailrocket import PRESETS, ConvertOptions, convert_events
+from recbole_srgnn.data.retailrocket import PRESETS, convert_events
+from recbole_srgnn.data.sessions import ConvertOptions, iso_utc
 from recbole_srgnn.errors import InputError
 
 HEADER = "timestamp,visitorid,event,itemid,transactionid"
@@ -334,7 +335,7 @@ def test_split_boundaries_exact(tmp_path):
     assert sorted(test) == [[901, 902], [902, 903]]
     assert sorted(valid) == [[901, 902], [903, 902]]
     assert [903, 901] in train
-    assert stats["split"]["t_end"] == rr.iso_utc(t_end)
+    assert stats["split"]["t_end"] == iso_utc(t_end)
 
 
 def test_cold_items_dropped_from_valid_and_test(tmp_path):

@@ -13,7 +13,8 @@ from recbole.utils import init_seed
 from recbole_srgnn.training.datasets import ready_config
 from recbole_srgnn.training.models import resolve_model
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.trainer import CHECKPOINT_FORMAT, SessionTrainer, load_checkpoint
+from recbole_srgnn.trainer import SessionTrainer
+from recbole_srgnn.training_state import CHECKPOINT_FORMAT, load_checkpoint
 from tiny_data import write_tiny_benchmark as _write_tiny
 
 

@@ -46,7 +46,8 @@ OUT_ALIAS = {"--out": "--output"}  # the earlier spelling, still accepted
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recbole_srgnn.data.retailrocket import EVENT_TYPES, PRESETS
+    from recbole_srgnn.data.events_input import EVENT_TYPES
+    from recbole_srgnn.data.retailrocket import PRESETS
 
     parser = OneLineArgumentParser(prog="python -m recbole_srgnn.data",
                      description="Prepare session datasets as pre-augmented RecBole benchmark files.")
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def retailrocket_options(args: argparse.Namespace):
     """ConvertOptions from a preset (or the defaults) overridden by the explicit options."""
-    from recbole_srgnn.data.retailrocket import PRESETS, ConvertOptions
+    from recbole_srgnn.data.retailrocket import PRESETS
+    from recbole_srgnn.data.sessions import ConvertOptions
 
     base = PRESETS[args.preset] if args.preset else ConvertOptions()
     overrides: dict[str, Any] = {}

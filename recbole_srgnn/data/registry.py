@@ -182,7 +182,8 @@ def _max_prefix_length(config: Mapping[str, Any]) -> int:
 
 def conversion_options(spec: DatasetSpec, config: Mapping[str, Any]):
     """The effective ``ConvertOptions``: default < preset < dataset defaults < config."""
-    from recbole_srgnn.data.retailrocket import PRESETS, ConvertOptions
+    from recbole_srgnn.data.retailrocket import PRESETS
+    from recbole_srgnn.data.sessions import ConvertOptions
 
     preset = _value(config, "preset")
     if preset is None:

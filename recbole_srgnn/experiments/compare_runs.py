@@ -205,7 +205,7 @@ def plan(exp: Experiment, out: Path, data_path: str | None = None,
 def run_status(out: Path, spec: RunSpec) -> str:
     """What ``--dry_run`` says about a run still to do: how far an interrupted attempt got (its
     resume state) and whether a live process holds it now; "" for a run not started yet."""
-    from recbole_srgnn.trainer import resume_progress
+    from recbole_srgnn.training_state import resume_progress
 
     state = resume_path(out, spec)
     notes = []

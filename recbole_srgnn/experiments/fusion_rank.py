@@ -52,7 +52,7 @@ def best_point(sweep: Sequence[Mapping], metric: str) -> Mapping:
 
 def _member(base, path: str | os.PathLike):
     """A copy of ``base`` with the weights of checkpoint ``path``."""
-    from recbole_srgnn.trainer import load_checkpoint
+    from recbole_srgnn.training_state import load_checkpoint
 
     state = load_checkpoint(path, map_location=next(base.parameters()).device)
     member = copy.deepcopy(base)

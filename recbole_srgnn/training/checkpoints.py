@@ -22,7 +22,7 @@ from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import check_output_file
 from recbole_srgnn.prepared_data import prepare_data
 from recbole_srgnn.provenance import DATA_KEY, check_data, data_fingerprint
-from recbole_srgnn.trainer import SessionTrainer, load_checkpoint
+from recbole_srgnn.trainer import SessionTrainer
 from recbole_srgnn.training.config import make_config, merge_layers, parse_dict
 from recbole_srgnn.training.datasets import ensure_dataset
 from recbole_srgnn.training.models import resolve_model_name
@@ -33,6 +33,7 @@ from recbole_srgnn.training.results import (
     write_results,
 )
 from recbole_srgnn.training.startup import quiet_logging, start
+from recbole_srgnn.training_state import load_checkpoint
 
 
 @dataclass

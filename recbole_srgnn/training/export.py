@@ -29,7 +29,7 @@ from recbole_srgnn.bundle import (
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.model.rules import RuleScorer
 from recbole_srgnn.networks import FUSED
-from recbole_srgnn.trainer import load_checkpoint
+from recbole_srgnn.training_state import load_checkpoint
 from recbole_srgnn.training.checkpoints import load_trained
 
 FUSABLE = ("SRGNN",)  # the model of the fusion runner's "SR-GNN + rules"

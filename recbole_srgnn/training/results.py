@@ -27,7 +27,8 @@ import torch
 import recbole_srgnn
 from recbole_srgnn.json_safe import finite_or_none
 from recbole_srgnn.files import atomic_outputs
-from recbole_srgnn.trainer import SessionTrainer, plain_config
+from recbole_srgnn.trainer import SessionTrainer
+from recbole_srgnn.training_state import plain_config
 
 
 def _version(distribution: str, module: str) -> str | None:

@@ -22,7 +22,7 @@ from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import check_output_file
 from recbole_srgnn.prepared_data import prepare_data
 from recbole_srgnn.provenance import data_fingerprint
-from recbole_srgnn.trainer import SessionTrainer, plain
+from recbole_srgnn.trainer import SessionTrainer
 from recbole_srgnn.training.config import make_config
 from recbole_srgnn.training.datasets import ready_settings
 from recbole_srgnn.training.export import check_exportable, export_bundle
@@ -35,6 +35,7 @@ from recbole_srgnn.training.results import (
     write_results,
 )
 from recbole_srgnn.training.startup import quiet_logging, start
+from recbole_srgnn.training_state import plain
 
 
 def run(
