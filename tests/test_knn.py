@@ -183,6 +183,23 @@ def test_batch_order_and_chunks_do_not_change_scores(model, monkeypatch):
     assert scorer(item_seq[:0], item_seq_len[:0]).shape == (0, n_items)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model", [SKNN, VSKNN, STAN, VSTAN], ids=lambda m: m.__name__)
+def test_cuda_scores_equal_cpu_scores(model):
+    rng = random.Random(91)
+    n_items, sessions, times, max_len, prefixes = random_problem(rng)
+    tensors = cases(sessions, times, max_len)
+    opt = random_options(model, rng)
+    item_seq, item_seq_len = padded(prefixes, max_len)
+    cpu = KnnScorer.from_cases(*tensors, n_items, opt)(item_seq, item_seq_len)
+    built_on_gpu = KnnScorer.from_cases(*(t.cuda() for t in tensors), n_items, opt)
+    moved = KnnScorer.from_cases(*tensors, n_items, opt).cuda()
+    for scorer in (built_on_gpu, moved):
+        scores = scorer(item_seq.cuda(), item_seq_len.cuda())
+        assert scores.device.type == "cuda"
+        assert torch.allclose(scores.cpu(), cpu, rtol=1e-5, atol=1e-7)
+
+
 def test_bad_options_are_refused_before_any_work():
     for values, message in [({"k": 0}, "k must be an integer >= 1"),
                             ({"sample_size": -3}, "sample_size must be an integer >= 1"),

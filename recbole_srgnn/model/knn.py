@@ -125,6 +125,23 @@ def expand(ptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     return owner, start[owner] + offset
 
 
+def ordered_sums(values: Tensor, group: Tensor, n_groups: int) -> Tensor:
+    """Per-group sums of ``values`` (``group`` sorted), each added in its order within the group.
+
+    One scatter per rank within the groups (at most the number of distinct prefix items): the
+    same values in the same order give the same bits on every device, so sessions sharing the
+    same items with a case tie exactly and the tie-break (recency) decides, as in the formulas.
+    """
+    sums = torch.zeros(n_groups, dtype=values.dtype, device=values.device)
+    rank = rank_in_group(group)
+    order = torch.sort(rank, stable=True).indices
+    bounds = torch.bincount(rank).cumsum(0).tolist()
+    for start, end in zip([0, *bounds[:-1]], bounds):
+        level = order[start:end]  # one entry per group at this rank: no colliding adds
+        sums[group[level]] += values[level]
+    return sums
+
+
 class KnnScorer(nn.Module):
     """The scores of the module docstring for batches of prefixes, from a fixed session index.
 
@@ -193,8 +210,7 @@ class KnnScorer(nn.Module):
         n_groups = int(group[-1]) + 1
         g_key = torch.zeros(n_groups, dtype=torch.long, device=key.device).scatter_(0, group, key)
         g_case, g_sess = g_key // n_sess, g_key % n_sess
-        dot = torch.zeros(n_groups, dtype=torch.float64, device=key.device).index_add_(
-            0, group, w[owner])
+        dot = ordered_sums(w[owner], group, n_groups)
         p_star = torch.zeros(n_groups, dtype=torch.float64, device=key.device).scatter_reduce(
             0, group, p[owner], reduce="amax", include_self=False)
         q_star = torch.zeros(n_groups, dtype=torch.long, device=key.device).scatter_reduce(
