@@ -241,7 +241,8 @@ def test_end_to_end_and_predict_agrees_with_full_sort(tiny, monkeypatch, name):
     batch = next(iter(test))[0]
     full = model.full_sort_predict(batch)
     assert full.shape == (len(batch), model.n_items) and full.abs().sum() > 0
-    assert torch.equal(model.predict(batch), full.gather(1, batch["item_id"].unsqueeze(1)).squeeze(1))
+    chosen = full.gather(1, batch["item_id"].unsqueeze(1)).squeeze(1)
+    assert torch.equal(model.predict(batch), chosen)
     loss = model.calculate_loss(batch)
     assert loss.requires_grad and loss.item() == 0.0
 

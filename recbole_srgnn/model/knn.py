@@ -204,7 +204,7 @@ class KnnScorer(nn.Module):
             return
         n_sess = index.n_sessions
         key = pre.case[owner] * n_sess + index.item_sess[entry]
-        key, order = torch.sort(key, stable=True)  # pair order within a group: same sums for same sets
+        key, order = torch.sort(key, stable=True)  # pairs keep their (item) order in a group
         owner, entry = owner[order], entry[order]
         group = torch.cumsum(group_starts(key).long(), 0) - 1
         n_groups = int(group[-1]) + 1
@@ -219,7 +219,8 @@ class KnnScorer(nn.Module):
         per_case = torch.bincount(g_case, minlength=batch)
         from_end = per_case.cumsum(0)[g_case] - 1 - torch.arange(n_groups, device=key.device)
         keep = from_end < opt.sample_size
-        g_case, g_sess, dot, p_star, q_star = (t[keep] for t in (g_case, g_sess, dot, p_star, q_star))
+        g_case, g_sess, dot, p_star, q_star = (
+            t[keep] for t in (g_case, g_sess, dot, p_star, q_star))
         if opt.similarity == "cosine":
             norm = torch.zeros(batch, dtype=torch.float64, device=key.device).index_add_(
                 0, pre.case, w * w).sqrt()
@@ -234,7 +235,8 @@ class KnnScorer(nn.Module):
         order = order[torch.sort(sim[order], descending=True, stable=True).indices]
         order = order[torch.sort(g_case[order], stable=True).indices]
         order = order[rank_in_group(g_case[order]) < opt.k]
-        g_case, g_sess, sim, p_star, q_star = (t[order] for t in (g_case, g_sess, sim, p_star, q_star))
+        g_case, g_sess, sim, p_star, q_star = (
+            t[order] for t in (g_case, g_sess, sim, p_star, q_star))
         weight = sim
         gap = length[g_case] - p_star  # L - p*
         if opt.neighbour_weight == "div":

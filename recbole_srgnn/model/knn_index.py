@@ -81,7 +81,7 @@ def longest_cases(session: Tensor, length: Tensor, time: Tensor) -> tuple[Tensor
     and the row of its last case."""
     n = session.numel()
     order = torch.arange(n, device=session.device)
-    for key in (time, length, session):  # lexicographic (session, length, time, row) by stable sorts
+    for key in (time, length, session):  # by (session, length, time, row): stable sorts
         order = order[torch.sort(key[order], stable=True).indices]
     last = torch.ones(n, dtype=torch.bool, device=session.device)
     last[:-1] = session[order][1:] != session[order][:-1]
@@ -109,7 +109,8 @@ def build_index(session: Tensor, item_seq: Tensor, item_seq_len: Tensor, target:
     """
     device = item_seq.device
     n_cases = item_seq.shape[0]
-    session, length, target = session.long().view(-1), item_seq_len.long().view(-1), target.long().view(-1)
+    session, length = session.long().view(-1), item_seq_len.long().view(-1)
+    target = target.long().view(-1)
     row_time = (torch.arange(n_cases, device=device, dtype=torch.float64) if time is None
                 else time.double().view(-1))
     rows, last_row = longest_cases(session, length, row_time)
