@@ -32,7 +32,8 @@ def build_parser(prog: str = "run.py") -> argparse.ArgumentParser:
             "Train a session-based next-item recommender on pre-augmented RecBole benchmark "
             "files, validate every epoch (early stopping on valid_metric), test the best model, "
             "print a results table and write a results JSON. Model names resolve to the plugin's "
-            "models first (SRGNN; the baselines LastItem, SessionPop and SequenceRules), then "
+            "models first (SRGNN; the baselines LastItem, SessionPop, SequenceRules and the "
+            "nearest-neighbour SKNN, VSKNN, STAN, VSTAN), then "
             "RecBole's built-ins (GRU4Rec, NARM, STAMP, ...); RecBoleSRGNN is RecBole's own "
             "SR-GNN."
         ),

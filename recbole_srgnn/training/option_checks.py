@@ -120,6 +120,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "test_days": _number_in(0, low_open=True),
     "valid_days": _number_in(0, low_open=True),
     "synthetic_n_events": _int_at_least(1),
+    # nearest-neighbour models (model/knn_models.py)
+    "k": _int_at_least(1),
+    "sample_size": _int_at_least(1),
+    "similarity": _choice("cosine", "vec"),
+    "lambda_spw": _number_in(0, low_open=True),
+    "lambda_snh": _number_in(0, low_open=True),
+    "lambda_inh": _number_in(0, low_open=True),
+    "lambda_ipw": _number_in(0, low_open=True),
+    "lambda_idf": _number_in(0),
 }
 
 

@@ -1,0 +1,93 @@
+"""The nearest-neighbour baselines SKNN, V-SKNN, STAN and V-STAN as RecBole models.
+
+Each is a configuration of :class:`~recbole_srgnn.model.knn.KnnScorer` (formulas in
+:mod:`recbole_srgnn.model.knn`): SKNN (Jannach & Ludewig, RecSys 2017: binary cosine),
+V-SKNN (Ludewig & Jannach, UMUAI 2018: linearly position-weighted dot product, neighbours weighted
+by how recently the shared item was clicked, IDF weighting), STAN (Garg et al., SIGIR 2019:
+decays λ1 over the current session's positions, λ2 over the neighbour's age, λ3 over an item's
+distance from the shared item in the neighbour) and V-STAN (Ludewig et al., UMUAI 2021: STAN plus
+V-SKNN's neighbour weight (exponential, λ_ipw), its IDF weighting and a choice of similarity).
+Parameters and defaults: ``recbole_srgnn/properties/model/<Model>.yaml``.
+
+Nothing is learned: the index is built from the training split the model is given (RecBole hands
+``train_data.dataset`` to the constructor) in one vectorised pass; a ``dummy`` parameter gives
+the trainer something to step, and one zero-loss epoch is all it needs to run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch import Tensor, nn
+
+from .knn import KnnOptions, KnnScorer
+
+
+class KnnRecommender(SequentialRecommender):
+    """Base class: ``FIXED`` options define the variant, ``KEYS`` are read from the config."""
+
+    FIXED: dict[str, Any] = {}
+    KEYS: dict[str, Any] = {}  # config key -> default when the config leaves it unset (as the YAML)
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        values = {key: (default if config[key] is None else config[key])
+                  for key, default in self.KEYS.items()}
+        options = KnnOptions(**self.FIXED, **values)
+        options.check()  # before the index is built
+        feat = dataset.inter_feat
+        if self.USER_ID not in feat:
+            raise ValueError(f"{type(self).__name__} needs the session field {self.USER_ID} "
+                             "in the training split")
+        time_field = config["TIME_FIELD"]
+        time = torch.as_tensor(feat[time_field]) if time_field and time_field in feat else None
+        self.knn = KnnScorer.from_cases(
+            torch.as_tensor(feat[self.USER_ID]), torch.as_tensor(feat[self.ITEM_SEQ]),
+            torch.as_tensor(feat[self.ITEM_SEQ_LEN]), torch.as_tensor(feat[self.ITEM_ID]),
+            time, self.n_items, options)
+        self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step
+
+    def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        return self.knn(item_seq, item_seq_len)
+
+    def calculate_loss(self, interaction) -> Tensor:
+        return (self.dummy * 0.0).sum()
+
+    def predict(self, interaction) -> Tensor:
+        scores = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+    def full_sort_predict(self, interaction) -> Tensor:
+        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+
+
+class SKNN(KnnRecommender):
+    """Session-based kNN: binary cosine over the sample_size most recent candidates."""
+
+    FIXED = {"item_weight": "same", "similarity": "cosine", "neighbour_weight": "same"}
+    KEYS = {"k": 100, "sample_size": 500}
+
+
+class VSKNN(KnnRecommender):
+    """V-SKNN: position-weighted dot product, 1/(gap + 1) neighbour weights, IDF weighting."""
+
+    FIXED = {"item_weight": "div", "similarity": "vec", "neighbour_weight": "div"}
+    KEYS = {"k": 100, "sample_size": 500, "lambda_idf": 0.0}
+
+
+class STAN(KnnRecommender):
+    """STAN: SKNN with the three exponential decays λ1 (spw), λ2 (snh), λ3 (inh)."""
+
+    FIXED = {"item_weight": "exp", "similarity": "cosine", "neighbour_weight": "same"}
+    KEYS = {"k": 100, "sample_size": 5000, "lambda_spw": 1.02, "lambda_snh": 5.0,
+            "lambda_inh": 2.05}
+
+
+class VSTAN(KnnRecommender):
+    """V-STAN: STAN plus an exponential neighbour weight (λ_ipw), IDF weighting, similarity."""
+
+    FIXED = {"item_weight": "exp", "neighbour_weight": "exp"}
+    KEYS = {"k": 100, "sample_size": 5000, "similarity": "cosine", "lambda_spw": 1.02,
+            "lambda_snh": 5.0, "lambda_inh": 2.05, "lambda_ipw": 1.02, "lambda_idf": 5.0}
