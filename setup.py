@@ -27,6 +27,8 @@ setup(
         "psutil",
         "fastapi>=0.165",  # recbole-srgnn serve; lower bounds = the tested versions
         "uvicorn>=0.54",
+        "httptools>=0.9",  # uvicorn's fast HTTP parser and event loop, used when installed
+        "uvloop>=0.23; sys_platform != 'win32'",
         "pydantic>=2.14",
     ],
     extras_require={

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -33,9 +34,7 @@ class _Request:
     k: int
     exclude_seen: bool
     exclude: tuple[str, ...]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Recommendation | None = None
-    error: BaseException | None = None
+    answer: Future = field(default_factory=Future)
 
     @property
     def options(self) -> tuple:
@@ -54,16 +53,20 @@ class MicroBatcher:
         self._worker = threading.Thread(target=self._work, name="micro-batch", daemon=True)
         self._worker.start()
 
+    def submit(self, session: Sequence[str], k: int = 10, *, exclude_seen: bool = False,
+               exclude: Sequence[str] = ()) -> "Future[Recommendation]":
+        """Queue one request; its future holds the Recommendation (or the request's error).
+
+        An asyncio caller awaits ``asyncio.wrap_future(batcher.submit(...))``.
+        """
+        request = _Request(session, k, exclude_seen, tuple(exclude))
+        self._queue.put(request)
+        return request.answer
+
     def recommend(self, session: Sequence[str], k: int = 10, *, exclude_seen: bool = False,
                   exclude: Sequence[str] = ()) -> Recommendation:
         """The top ``k`` items after ``session``; blocks until its group has been scored."""
-        request = _Request(session, k, exclude_seen, tuple(exclude))
-        self._queue.put(request)
-        request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
+        return self.submit(session, k, exclude_seen=exclude_seen, exclude=exclude).result()
 
     def close(self) -> None:
         """Stop the worker once the requests already queued are answered."""
@@ -109,9 +112,7 @@ class MicroBatcher:
                 for member in members:  # find the request that failed; answer the others
                     self._answer([member])
                 return
-            members[0].error = exc
-            members[0].done.set()
+            members[0].answer.set_exception(exc)
             return
         for member, result in zip(members, results):
-            member.result = result
-            member.done.set()
+            member.answer.set_result(result)

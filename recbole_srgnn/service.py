@@ -17,14 +17,16 @@ Every bad request gets a 4xx whose JSON body ``{"detail": "..."}`` names the pro
 ``max_body_bytes`` (the Content-Length and the bytes actually streamed are both counted), 422
 wrong types, missing or unknown fields, ``k`` out of range, a session or batch over its limit,
 or any :class:`~recbole_srgnn.errors.InputError` of the Recommender. The endpoints are plain
-``def`` functions: the framework runs them in its thread pool on one shared, read-only network
-(scored under ``torch.inference_mode``; nothing is copied per request). Concurrent
-``/recommend`` requests are scored together by a :class:`~recbole_srgnn.micro_batch.MicroBatcher`
-(``batch_requests`` per forward pass at most; a request that arrives alone is scored at once).
+``def`` functions (the framework runs them in its thread pool) on one shared, read-only network
+(scored under ``torch.inference_mode``; nothing is copied per request), except ``/recommend``:
+its requests wait, without a thread each, for a :class:`~recbole_srgnn.micro_batch.MicroBatcher`
+that scores concurrent requests together (``batch_requests`` per forward pass at most; a request
+that arrives alone is scored at once). Answers are built as JSON directly, not re-validated.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass
 from importlib import metadata as package_metadata
@@ -238,7 +240,7 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None,
     many per forward pass (:class:`~recbole_srgnn.micro_batch.MicroBatcher`); 1: each alone.
     """
     limits = limits or ServiceLimits()
-    single = MicroBatcher(recommender, batch_requests) if batch_requests > 1 else recommender
+    batcher = MicroBatcher(recommender, batch_requests) if batch_requests > 1 else None
     bundle = recommender.bundle
     model = str(bundle.metadata.get("model"))
     catalogue = recommender.n_items - 1  # item ids 1 .. n_items - 1; 0 is padding
@@ -271,17 +273,28 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None,
         return {"items": result.items, "scores": result.scores,
                 "unknown_items": result.unknown_items, "fallback": result.fallback}
 
-    @app.post("/recommend", response_model=RecommendResponse, responses=errors)
-    def recommend(request: RecommendRequest) -> dict:
-        """The top ``k`` items after one session."""
-        checked(request.k, [request.items])
-        with torch.inference_mode():
-            result = single.recommend(request.items, request.k,
-                                      exclude_seen=request.exclude_seen, exclude=request.exclude)
-        return {**answer(result), "model": model}
+    if batcher is not None:
+        @app.post("/recommend", response_model=RecommendResponse, responses=errors)
+        async def recommend(request: RecommendRequest) -> JSONResponse:
+            """The top ``k`` items after one session."""
+            checked(request.k, [request.items])
+            result = await asyncio.wrap_future(batcher.submit(
+                request.items, request.k, exclude_seen=request.exclude_seen,
+                exclude=request.exclude))
+            return JSONResponse({**answer(result), "model": model})
+    else:
+        @app.post("/recommend", response_model=RecommendResponse, responses=errors)
+        def recommend(request: RecommendRequest) -> JSONResponse:
+            """The top ``k`` items after one session."""
+            checked(request.k, [request.items])
+            with torch.inference_mode():
+                result = recommender.recommend(request.items, request.k,
+                                               exclude_seen=request.exclude_seen,
+                                               exclude=request.exclude)
+            return JSONResponse({**answer(result), "model": model})
 
     @app.post("/recommend/batch", response_model=BatchResponse, responses=errors)
-    def recommend_batch(request: BatchRequest) -> dict:
+    def recommend_batch(request: BatchRequest) -> JSONResponse:
         """The top ``k`` items after each of many sessions (one batched forward pass per chunk)."""
         if len(request.sessions) > limits.max_batch:
             raise ServiceError(422, f"the batch has {len(request.sessions)} sessions, more than "
@@ -291,7 +304,7 @@ def create_app(recommender: Recommender, limits: ServiceLimits | None = None,
             results = recommender.recommend_batch(request.sessions, request.k,
                                                   exclude_seen=request.exclude_seen,
                                                   exclude=request.exclude)
-        return {"results": [answer(r) for r in results], "model": model}
+        return JSONResponse({"results": [answer(r) for r in results], "model": model})
 
     @app.get("/health")
     def health_check() -> dict:
