@@ -541,6 +541,42 @@ def test_runs_trained_with_other_thread_counts_are_flagged(tmp_path):
     assert "1.00 † ‡ |" in rows["| GRU4Rec"] and "‡" not in rows["| SRGNN"]
 
 
+def test_report_shows_build_and_test_times_and_na_for_older_records(tmp_path):
+    exp = experiment(models=[{"name": name, "grid": {"learning_rate": [0.001, 0.01]}}
+                             for name in ("SRGNN", "GRU4Rec", "NARM")])
+    out = tmp_path / "out"
+    timings = {"GRU4Rec": {1: (0.5, 2.0), 2: (0.7, 2.0), 3: (0.9, 2.0)},
+               "NARM": {1: (1.0, 4.0), 2: (3.0, 6.0)}}  # NARM seed 3: an older record
+    for name in ("SRGNN", "GRU4Rec", "NARM"):  # SRGNN: every record older than the timings
+        for seed in (1, 2, 3):
+            for tag, valid in (("learning_rate=0.001", 0.3), ("learning_rate=0.01", 0.2)):
+                path = write_fake(exp, out, name, tag, seed, valid, 0.5)
+                if seed in timings.get(name, {}) and tag == "learning_rate=0.001":
+                    run = json.loads(path.read_text())
+                    run["model_build_s"], run["test_eval_s"] = timings[name][seed]
+                    path.write_text(json.dumps(run))
+    paths, _ = compare_report.write_report(exp, out, command="x")
+    text = paths["report"].read_text()
+    table = text.split("## Test results")[1].split("\n\n")[1].splitlines()
+    assert table[0].endswith("| peak RSS MB | build s | test eval s |")
+    rows = {line.split(" | ")[0]: line for line in table}
+    assert rows["| SRGNN"].endswith("| 1.0 ± 0.0 | 100 | n/a | n/a |")
+    assert rows["| GRU4Rec"].endswith("| 100 | 0.700 ± 0.200 | 2.000 ± 0.000 |")
+    assert rows["| NARM"].endswith("| 100 | 2.000 ± 1.414 (2 of 3 seeds) | "
+                                   "5.000 ± 1.414 (2 of 3 seeds) |")
+    assert "n/a = run records written before they were measured" in text
+    summary = {row["name"]: row for row in read_csv(paths["summary"])}
+    assert (summary["SRGNN"]["model_build_s_mean"], summary["SRGNN"]["model_build_s_seeds"]) == ("", "0")
+    assert float(summary["GRU4Rec"]["model_build_s_mean"]) == pytest.approx(0.7)
+    assert float(summary["NARM"]["test_eval_s_mean"]) == pytest.approx(5.0)
+    assert summary["NARM"]["test_eval_s_seeds"] == "2"
+    runs = [row for row in read_csv(paths["runs"]) if row["name"] == "GRU4Rec"
+            and row["tag"] == "learning_rate=0.001"]
+    assert [float(row["model_build_s"]) for row in runs] == [0.5, 0.7, 0.9]
+    assert all(row["model_build_s"] == "" for row in read_csv(paths["runs"])
+               if row["name"] == "SRGNN")
+
+
 def test_paired_test_against_scipy():
     from scipy import stats
 

@@ -34,6 +34,7 @@ RESULT_KEYS = {
     "model", "dataset", "best_valid_score", "best_valid_result", "test_result", "valid_curve",
     "best_epoch", "epochs_trained", "seconds_per_epoch", "peak_rss_mb", "checkpoint", "config",
     "versions", "device", "num_items", "train_cases", "valid_cases", "test_cases", "result_file",
+    "model_build_s", "test_eval_s",
 }
 
 
@@ -290,6 +291,8 @@ def test_run_end_to_end_results_json(gru_run):
     assert (results["train_cases"], results["valid_cases"], results["test_cases"]) == tuple(
         sum(1 for _ in open(f"data/tiny/tiny.{s}.inter")) - 1 for s in ("train", "valid", "test"))
     assert results["peak_rss_mb"] > 0 and results["device"] == "cpu"
+    assert 0 < results["model_build_s"] < results["seconds_total"]
+    assert 0 < results["test_eval_s"] < results["seconds_total"]
     assert set(results["versions"]) == {"python", "torch", "recbole", "torch_geometric", "numpy",
                                         "pandas", "recbole_srgnn"}
     assert results["config"]["MODEL_TYPE"] == "SEQUENTIAL" and results["config"]["epochs"] == 2
@@ -378,10 +381,40 @@ def test_run_without_test_evaluation(workdir, monkeypatch):
     monkeypatch.setattr(SessionTrainer, "evaluate", counting_evaluate)
     results = runs.run("SRGNN", "tiny", config_dict=tiny_dict(workdir, epochs=2),
                        result_file=workdir / "no-test.json", saved=False, quiet=True, test=False)
-    assert results["test_result"] is None
+    assert results["test_result"] is None and results["test_eval_s"] is None
     _check_metrics(results["best_valid_result"])
     # validation ran each epoch (through _valid_epoch -> evaluate), the test split never did
     assert len(evaluated) == 2
+
+
+def test_build_and_test_times_are_measured_around_what_they_name(workdir, monkeypatch):
+    """model_build_s covers the model's construction (a kNN model builds its index there) and
+    nothing after it; test_eval_s the test evaluation, not the validations."""
+    import time
+
+    from recbole_srgnn.model.knn_models import KnnRecommender, SKNN
+    from recbole_srgnn.trainer import SessionTrainer
+
+    build_delay, test_delay = 0.2, 1.0
+    original_init, original_evaluate = KnnRecommender.__init__, SessionTrainer.evaluate
+
+    def slow_init(self, config, dataset):
+        time.sleep(build_delay)
+        original_init(self, config, dataset)
+
+    def slow_test(self, eval_data, load_best_model=True, *args, **kwargs):
+        if load_best_model:  # the test; each validation evaluates with load_best_model=False
+            time.sleep(test_delay)
+        return original_evaluate(self, eval_data, load_best_model, *args, **kwargs)
+
+    monkeypatch.setattr(SKNN, "__init__", slow_init)
+    monkeypatch.setattr(SessionTrainer, "evaluate", slow_test)
+    results = runs.run("SKNN", "tiny", config_dict=tiny_dict(workdir, epochs=1),
+                       result_file=workdir / "sknn-times.json", saved=False, quiet=True)
+    assert build_delay <= results["model_build_s"] < test_delay
+    assert test_delay <= results["test_eval_s"] < results["seconds_total"]
+    assert json.loads((workdir / "sknn-times.json").read_text())["model_build_s"] == (
+        results["model_build_s"])
 
 
 def test_results_table_labels_hit_at_1():

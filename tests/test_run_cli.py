@@ -167,6 +167,7 @@ def test_tiny_real_run_writes_result_file_and_checkpoint_evaluates(workdir):
     results = json.loads(result_file.read_text())
     assert results["model"] == "GRU4Rec" and results["epochs_trained"] == 1
     assert results["training_parts"] == 1 and not state.exists()  # complete: state removed
+    assert results["model_build_s"] > 0 and results["test_eval_s"] > 0  # measured seconds
     config = results["config"]
     assert config["epochs"] == 1 and config["topk"] == [1, 10] and config["learning_rate"] == 0.01
     assert config["threads"] == 1 and results["torch_threads"] == 1  # --threads N

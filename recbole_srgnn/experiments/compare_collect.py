@@ -30,6 +30,10 @@ METRICS = [
     ("ndcg@10", "NDCG@10"),
 ]
 SIGNIFICANCE_METRICS = ["hit@1", "hit@10", "mrr@10", "mrr@20"]
+# Seconds a run record holds since they were measured (older records lack them): constructing the
+# model from the training split (a kNN index, the rules' table, a network's init) and the test
+# evaluation (best weights loaded, test split scored).
+TIMINGS = ["model_build_s", "test_eval_s"]
 
 
 @dataclass
@@ -106,11 +110,12 @@ SUMMARY_FIELDS = (
     + [f"{key}_{stat}" for key, _ in METRICS for stat in ("mean", "std")]
     + ["seconds_per_epoch_mean", "seconds_per_epoch_std", "best_epoch_mean", "epochs_trained_mean",
        "peak_rss_mb_mean", "peak_rss_mb_max", "memory_per_run"]
+    + [f"{key}_{stat}" for key in TIMINGS for stat in ("mean", "std", "seeds")]
 )
 RUN_FIELDS = (["name", "model", "tag", "grid_point", "seed", "phase", "selected", "valid_metric",
                "valid_score"] + [key for key, _ in METRICS]
-              + ["seconds_per_epoch", "best_epoch", "epochs_trained", "peak_rss_mb", "isolated",
-                 "wall_seconds", "file"])
+              + ["seconds_per_epoch", "best_epoch", "epochs_trained", "peak_rss_mb", *TIMINGS,
+                 "isolated", "wall_seconds", "file"])
 
 
 def _num(value: float | None, digits: int = 6) -> str:
@@ -153,6 +158,11 @@ def summary_rows(exp: Experiment, collected: Collected) -> list[dict]:
         record["peak_rss_mb_mean"] = _num(mean_std(memory)[0], 1)
         record["peak_rss_mb_max"] = _num(max(memory) if memory else None, 1)
         record["memory_per_run"] = str(isolated(row)).lower() if row.selected else ""
+        for key in TIMINGS:  # empty for run records from before they were measured
+            values = row.field_values(key)
+            mean, std = mean_std(values)
+            record[f"{key}_mean"], record[f"{key}_std"] = _num(mean, 4), _num(std, 4)
+            record[f"{key}_seeds"] = len(values)
         rows.append(record)
     return rows
 
@@ -173,6 +183,7 @@ def run_rows(collected: Collected) -> list[dict]:
                 "seconds_per_epoch": _num(run.get("seconds_per_epoch"), 3),
                 "best_epoch": run.get("best_epoch", ""), "epochs_trained": run.get("epochs_trained", ""),
                 "peak_rss_mb": run.get("peak_rss_mb", ""),
+                **{key: _num(run.get(key), 4) for key in TIMINGS},
                 "isolated": str(bool(block.get("isolated"))).lower(),
                 "wall_seconds": block.get("wall_seconds", ""),
                 "file": f"runs/{row.name}/{tag}-seed{seed}.json",

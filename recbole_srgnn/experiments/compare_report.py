@@ -15,7 +15,9 @@ from recbole_srgnn.experiments.compare_collect import (
     RUN_FIELDS,
     SIGNIFICANCE_METRICS,
     SUMMARY_FIELDS,
+    TIMINGS,
     Collected,
+    Row,
     collect,
     isolated,
     run_rows,
@@ -49,6 +51,20 @@ def _versions(collected: Collected) -> dict:
         except ImportError:
             versions[name] = None
     return versions
+
+
+def _seconds_cell(row: Row, key: str) -> str:
+    """Mean ± std over the selected runs of the timing ``key``; n/a when none of them holds it
+    (run records written before it was measured), the count when only some do."""
+    if not row.selected:
+        return "–"
+    values = row.field_values(key)
+    if not values:
+        return "n/a"
+    text = mean_std_text(*mean_std(values), digits=3)
+    if len(values) < len(row.selected):
+        text += f" ({len(values)} of {len(row.selected)} seeds)"
+    return text
 
 
 def _significance_section(exp: Experiment, collected: Collected) -> list[str]:
@@ -189,7 +205,7 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
         "## Test results (selected grid point, mean ± std over seeds)", "",
     ]
     header = (["model", "selected", "seeds"] + [label for _, label in METRICS]
-              + ["train s/epoch", "epochs to best valid", "peak RSS MB"])
+              + ["train s/epoch", "epochs to best valid", "peak RSS MB", "build s", "test eval s"])
     table = []
     any_shared_memory = False
     for row in collected.rows:
@@ -212,6 +228,7 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
             text += "*"
             any_shared_memory = True
         cells.append(text)
+        cells += [_seconds_cell(row, key) for key in TIMINGS]
         table.append(cells)
     lines += md_table(header, table)
     lines.append("")
@@ -221,7 +238,12 @@ def render(exp: Experiment, collected: Collected, command: str) -> str:
         "best validation count from 1. Peak RSS is the maximum over seeds of the process's peak "
         "resident memory" + (" (* = runs shared one process, so the value is the process-wide "
                              "peak so far, not the model's own)." if any_shared_memory else
-                             ", one process per run."))
+                             ", one process per run.")
+        + " Build s: seconds to construct the model from the training split (the kNN models' "
+        "session index, SequenceRules' rule table and SessionPop's counts are built there; a "
+        "neural model only initialises its weights); test eval s: seconds to load the best "
+        "weights and score the test split. Both are measured in each run's pipeline; n/a = run "
+        "records written before they were measured.")
     capped = capped_runs(collected)
     if capped:
         lines.append(capped)

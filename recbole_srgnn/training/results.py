@@ -5,7 +5,10 @@ A training run's JSON (:func:`run_results`) holds ``model``, ``dataset``, ``best
 ``best_valid_result`` and ``test_result`` (metric -> value, e.g. ``mrr@10``), ``valid_metric``,
 ``valid_curve`` (one entry per epoch: loss, learning rate, seconds, validation metrics),
 ``best_epoch`` (from 0), ``epochs_trained``, ``seconds_per_epoch``, ``seconds_total``,
-``training_parts`` (> 1: resumed), ``peak_rss_mb`` (and ``peak_gpu_mb`` on CUDA), ``checkpoint``,
+``training_parts`` (> 1: resumed), ``model_build_s`` (seconds to construct the model from the
+training split: a kNN model's index, the sequence rules' table, a network's initialisation) and
+``test_eval_s`` (seconds to load the best weights and score the test split; null without a test),
+``peak_rss_mb`` (and ``peak_gpu_mb`` on CUDA), ``checkpoint``,
 ``device``, ``torch_threads``, the split sizes, the full ``config`` and the library ``versions``;
 an evaluation's (:func:`evaluation_results`) the checkpoint's epoch and score instead of the
 training record. Infinite and NaN values are written as null.
@@ -94,9 +97,11 @@ def _data_summary(splits: Sequence[Any]) -> dict:
 def run_results(
     *, name: str, dataset: str, config, trainer: SessionTrainer, best_valid_score: float,
     best_valid_result: Mapping | None, test_result: Mapping | None, seconds_total: float,
-    parts: int, memory: Mapping, splits: Sequence[Any],
+    parts: int, memory: Mapping, splits: Sequence[Any], model_build_s: float,
+    test_eval_s: float | None,
 ) -> dict:
-    """The results of a training run (``splits``: dataset, train, valid and test data)."""
+    """The results of a training run (``splits``: dataset, train, valid and test data;
+    ``model_build_s`` and ``test_eval_s``: seconds, measured by the caller)."""
     return finite_or_none({
         "model": name,
         "dataset": dataset,
@@ -110,6 +115,8 @@ def run_results(
         "seconds_per_epoch": trainer.seconds_per_epoch,
         "seconds_total": seconds_total,
         "training_parts": int(parts),  # > 1: resumed after interruptions
+        "model_build_s": float(model_build_s),
+        "test_eval_s": None if test_eval_s is None else float(test_eval_s),
         **memory,
         "checkpoint": (
             str(Path(trainer.saved_model_file).resolve()) if trainer.checkpoint_written else None

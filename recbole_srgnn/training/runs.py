@@ -65,7 +65,10 @@ def run(
     ``resume_file``: after every validation the complete training state is written there; if the
     file already exists, training continues from it (its settings must equal this call's, else
     InputError) and the result is the one an uninterrupted run gives. The file is deleted once
-    the results are written. ``seconds_total`` and the peak memory cover every part of the run.
+    the results are written. ``seconds_total`` and the peak memory cover every part of the run;
+    ``model_build_s`` (constructing the model from the training split: a kNN model's index, the
+    rules' table, a network's initialisation) is this part's, as the model is built again.
+    ``test_eval_s`` is the test evaluation (loading the best weights and scoring the test split).
 
     ``export``: a folder where the best model is then written as a bundle
     (:func:`~recbole_srgnn.training.export.export_bundle`; needs ``saved``; checked first).
@@ -87,7 +90,10 @@ def run(
         data, train_data, valid_data, test_data = prepare_data(config)
         log.info(data)
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        build_started = time.perf_counter()  # kNN/rules models build their index here
         net = model_class(config, train_data._dataset).to(config["device"])
+        _synchronize(config["device"])
+        model_build_s = time.perf_counter() - build_started
         log.info(net)
         trainer = SessionTrainer(config, net, model_name=name)
         trainer.settings = settings
@@ -104,10 +110,12 @@ def run(
                 train_data, valid_data, verbose=not quiet, saved=saved,
                 show_progress=progress, epoch_callback=epoch_callback,
             )
-        test_result = (
-            trainer.evaluate(test_data, load_best_model=True, show_progress=progress)
-            if test else None
-        )
+        test_result, test_eval_s = None, None
+        if test:
+            eval_started = time.perf_counter()
+            test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=progress)
+            _synchronize(config["device"])
+            test_eval_s = time.perf_counter() - eval_started
         wall = time.perf_counter() - started + earlier.get("seconds_total", 0.0)
 
     results = run_results(
@@ -116,6 +124,7 @@ def run(
         test_result=test_result, seconds_total=wall, parts=int(earlier.get("parts", 0)) + 1,
         memory=max_memory(peak_memory(config["device"]), earlier.get("peak_memory", {})),
         splits=(data, train_data, valid_data, test_data),
+        model_build_s=model_build_s, test_eval_s=test_eval_s,
     )
     writer = config["single_spec"] or config["local_rank"] == 0
     if writer:
@@ -141,6 +150,13 @@ def run(
     if not config["single_spec"] and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return results
+
+
+def _synchronize(device) -> None:
+    """Wait for queued CUDA work, so that a timing covers it (nothing to do on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _resume(trainer: SessionTrainer, resume_file, train_data, settings: dict) -> dict:
