@@ -45,6 +45,7 @@ def trained(request, tiny):
     results = training_runs.run(name, "tiny", config_dict=settings(tiny), quiet=True,
                                 result_file=tiny / f"{name}.json", export=out)
     assert results["bundle"] == str(out)
+    assert json.loads((tiny / f"{name}.json").read_text())["bundle"] == str(out)  # on record
     return {"name": name, "checkpoint": results["checkpoint"], "bundle": out, "root": tiny}
 
 

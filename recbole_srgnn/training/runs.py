@@ -145,7 +145,8 @@ def run(
                 os.remove(resume_file)  # the run is complete: nothing left to resume
         if export is not None:
             results["bundle"] = str(export_bundle(results["checkpoint"], export, quiet=True))
-            if not quiet:
+            write_results(results, path)  # again, naming the bundle (written first: a failed
+            if not quiet:                 # export still leaves the results)
                 print(f"bundle: {results['bundle']}")
     if not config["single_spec"] and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
