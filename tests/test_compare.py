@@ -243,6 +243,35 @@ def test_isolated_run_is_its_own_process(smoke, tmp_path):
     assert compare_exec.EPOCH_MARK.strip() not in stdout
 
 
+def test_keep_models_keeps_each_runs_checkpoint_for_export(smoke, tmp_path):
+    """keep_models: true: the run record names its best checkpoint under <out>/models/, and
+    that checkpoint exports as a bundle that recommends."""
+    from recbole_srgnn import Recommender, cli
+
+    data = load_yaml(SMOKE)
+    data.update(name="kept", seeds=[1], reference="LastItem", isolate=False, keep_models=True,
+                tuning={"budget": 1}, settings={**data.get("settings", {}), "epochs": 1},
+                models=[{"name": "LastItem", "tunable": False}])
+    path = tmp_path / "kept.yaml"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    rc, stdout, err = call(["--config", path, "--out", out, "--data-path", smoke["root"] / "data",
+                            "--in-process"])
+    assert rc == 0, stdout + err
+    run = json.loads((out / "runs" / "LastItem" / "default-seed1.json").read_text())
+    checkpoint = Path(run["checkpoint"])
+    assert checkpoint.is_file() and (out / "models" / "LastItem" / "default-seed1") in \
+        checkpoint.parents
+    assert cli.main(["export", "--checkpoint", str(checkpoint), "--output",
+                     str(tmp_path / "bundle"), "--quiet"]) == 0
+    rec = Recommender.load(tmp_path / "bundle")
+    assert len(rec.recommend([rec.items[1]], k=3)) == 3
+    data["keep_models"] = "yes"
+    path.write_text(json.dumps(data))
+    rc, _, err = call(["--config", path, "--out", tmp_path / "out2", "--dry-run"])
+    assert rc == 2 and "keep_models must be true or false" in err
+
+
 def test_run_cut_off_mid_training_continues_from_its_last_epoch(smoke, tmp_path, monkeypatch):
     data = load_yaml(SMOKE)
     data["settings"].update(epochs=3, stopping_step=5)

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from recbole_srgnn.errors import InputError
 
-TOP_KEYS = {"name", "description", "dataset", "seeds", "threads", "isolate", "settings", "tuning",
-            "reference", "models"}
+TOP_KEYS = {"name", "description", "dataset", "seeds", "threads", "isolate", "keep_models",
+            "settings", "tuning", "reference", "models"}
 ENTRY_KEYS = {"name", "model", "settings", "grid", "tunable"}
 TUNING_KEYS = {"budget", "seeds"}
 # Set by the runner itself, never by a config.
@@ -58,6 +58,7 @@ class Experiment:
     reference: str
     threads: int | None = 1
     isolate: bool = True
+    keep_models: bool = False       # keep each run's best checkpoint under <output>/models/
     description: str = ""
     path: str = ""
 
@@ -178,6 +179,9 @@ def parse_experiment(data: Any, path: str = "<config>") -> Experiment:
     isolate = data.get("isolate", True)
     if not isinstance(isolate, bool):
         raise InputError(f"{path}: isolate must be true or false")
+    keep_models = data.get("keep_models", False)
+    if not isinstance(keep_models, bool):
+        raise InputError(f"{path}: keep_models must be true or false")
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise InputError(f"{path}: description must be text")
@@ -241,7 +245,8 @@ def parse_experiment(data: Any, path: str = "<config>") -> Experiment:
     return Experiment(
         name=name, dataset=dataset, seeds=tuple(seeds), tune_seeds=tune_seeds, budget=budget,
         settings=settings, models=tuple(entries), reference=reference, threads=threads,
-        isolate=isolate, description=description.strip(), path=str(path),
+        isolate=isolate, keep_models=keep_models, description=description.strip(),
+        path=str(path),
     )
 
 

@@ -53,7 +53,8 @@ def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = Non
     scratch = Path(job["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
     config = dict(job["config_dict"])
-    config["checkpoint_dir"] = str(scratch / "saved")
+    kept = job.get("models_dir")  # keep_models: the best checkpoint stays there (git-ignored)
+    config["checkpoint_dir"] = str(kept or scratch / "saved")
     threads = job.get("threads")
     previous_threads = torch.get_num_threads()
     if threads:
@@ -66,7 +67,7 @@ def run_one(job: Mapping[str, Any], on_epoch: Callable[[dict], Any] | None = Non
         if resume_file:
             Path(resume_file).parent.mkdir(parents=True, exist_ok=True)
         results = run(job["model"], job["dataset"], config_dict=config,
-                      result_file=tmp_result, saved=False, show_progress=False,
+                      result_file=tmp_result, saved=bool(kept), show_progress=False,
                       quiet=True, epoch_callback=_epoch_callback(on_epoch),
                       resume_file=resume_file)
         with contextlib.suppress(FileNotFoundError):
@@ -138,6 +139,8 @@ def _job(spec: RunSpec, exp: Experiment, scratch: Path, isolated: bool, out: Pat
         "model": spec.model, "dataset": spec.dataset, "config_dict": spec.config_dict,
         "path": str(spec.path.resolve()), "threads": exp.threads, "isolated": isolated,
         "scratch": str(scratch), "resume_file": str(resume_path(out, spec).resolve()),
+        "models_dir": (str((out / "models" / spec.name / f"{spec.tag}-seed{spec.seed}").resolve())
+                       if exp.keep_models else None),
         "compare": {"experiment": exp.name, "name": spec.name, "model": spec.model,
                     "tag": spec.tag, "grid_point": spec.point, "seed": spec.seed,
                     "phase": spec.phase, "spec_hash": spec.spec_hash},
