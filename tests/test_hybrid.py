@@ -70,7 +70,8 @@ def test_report_names_the_chosen_scorer_and_each_scorers_best(hybrid):
     report = (hybrid["out"] / "report.md").read_text()
     assert report.startswith("# SR-GNN + a non-neural scorer: `fusion-test`")
     assert "| SR-GNN + scorer (scorer and alpha chosen on validation) | 2 |" in report
-    assert "Chosen scorer and alpha per seed: seed 1: SKNN, alpha 10, seed 2: SKNN, alpha 10." in report
+    assert ("Chosen scorer and alpha per seed: seed 1: SKNN, alpha 10, seed 2: SKNN, alpha 10."
+            in report)
     assert "| seed | SequenceRules | SKNN | STAN | chosen |" in report
     sknn = found[1]["scorers"][1]["best_valid"]
     assert f"| 1 | {found[1]['scorers'][0]['best_valid']:.4f} (alpha 1e-06, repeat boost " in report
@@ -93,7 +94,8 @@ def test_a_new_scorer_list_makes_new_records(hybrid, tmp_path):
     data["scorers"] = SCORERS[:2]
     changed = tmp_path / "fusion.yaml"
     changed.write_text(yaml.safe_dump(data))
-    assert fusion_plan.settings_hash(fusion_plan.load_plan(changed)) != fusion_plan.settings_hash(plan)
+    assert (fusion_plan.settings_hash(fusion_plan.load_plan(changed))
+            != fusion_plan.settings_hash(plan))
     del data["scorers"]
     changed.write_text(yaml.safe_dump(data))
     assert fusion_plan.load_plan(changed).scorers is None  # no key: the rules only, as before
@@ -124,7 +126,8 @@ def test_the_grid_is_alpha_0_then_each_scorer_in_order():
     ([{"SKNN": None, "STAN": None}], "neither a scorer name"),
 ])
 def test_bad_scorers_are_one_line_exit_2(tmp_path, value, message):
-    rc, _, err = call(["--config", write_config(tmp_path, scorers=value), "--output", tmp_path / "o"])
+    config = write_config(tmp_path, scorers=value)
+    rc, _, err = call(["--config", config, "--output", tmp_path / "o"])
     assert rc == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
 
@@ -138,7 +141,8 @@ def test_committed_fusion_records_stay_valid_and_report_the_same(tmp_path):
     assert plan.scorers is None
     expected = fusion_plan.settings_hash(plan)
     for seed in plan.seeds:
-        assert json.loads(fusion_plan.seed_path(committed, seed).read_text())["settings_hash"] == expected
+        record = json.loads(fusion_plan.seed_path(committed, seed).read_text())
+        assert record["settings_hash"] == expected
     out = tmp_path / "out"
     shutil.copytree(committed / "runs", out / "runs")
     shutil.copy(committed / "ensemble.json", out / "ensemble.json")

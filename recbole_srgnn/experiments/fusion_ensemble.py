@@ -10,8 +10,8 @@ each of them in turn). Protocol, as for one seed:
    scores at alpha 0; refit models: their test scores at alpha 0), so a kept or retrained file
    stands for exactly the recorded model;
 2. ``alpha`` (the config's alphas, and 0) and the scorer are chosen on the **validation**
-   split, the rules at the repeat boost(s) the seeds' own sweeps chose; the ensemble of the models trained on the training
-   split is tested at alpha 0 and at the chosen point;
+   split, the rules at the repeat boost(s) the seeds' own sweeps chose; the ensemble of the
+   models trained on the training split is tested at alpha 0 and at the chosen point;
 3. with refits, the ensemble of the refit models (scorer counted on training + validation cases)
    is tested at the same point: nothing is chosen on it.
 

@@ -1,4 +1,4 @@
-"""A fusion config (SR-GNN + a non-neural scorer), the identity of its seeds and where they are kept.
+"""A fusion config (SR-GNN + a non-neural scorer), the identity of its seeds, where they are kept.
 
 ``benchmarks/configs/fusion/*.yaml`` are such configs. A seed's record is valid while the
 settings hash (model, dataset, config files' text, settings, alphas, repeat boosts) matches; a
@@ -123,7 +123,8 @@ def parse_scorers(value: Any, where: str) -> list[ScorerSpec]:
         else:
             _fail(where, f"'scorers': {entry!r} is neither a scorer name nor {{name: options}}")
         if name not in scorers.NAMES:
-            _fail(where, f"'scorers': unknown scorer {name!r} (scorers: {', '.join(scorers.NAMES)})")
+            _fail(where, f"'scorers': unknown scorer {name!r} "
+                         f"(scorers: {', '.join(scorers.NAMES)})")
         if not isinstance(options, dict):
             _fail(where, f"'scorers': the options of {name} must be a mapping")
         options = dict(options)

@@ -82,7 +82,9 @@ def best_per_scorer(sweep: Sequence[Mapping], metric: str) -> dict[str, Mapping]
     best: dict[str, Mapping] = {}
     for row in sweep:
         name = scorer_of(row)
-        if name is not None and (name not in best or row["valid"][metric] > best[name]["valid"][metric]):
+        if name is None:
+            continue
+        if name not in best or row["valid"][metric] > best[name]["valid"][metric]:
             best[name] = row
     return best
 
@@ -159,7 +161,8 @@ class Ranking:
 
         return self._measure(FusedRanker([self.members[index]]), data)
 
-    def sweep(self, entries: Sequence[Entry], say: Callable = print, prefix: str = "") -> list[dict]:
+    def sweep(self, entries: Sequence[Entry], say: Callable = print,
+              prefix: str = "") -> list[dict]:
         """Every (scorer, point) on the validation split, each row with its metrics and seconds
         (and its scorer, where the config names its scorers)."""
         rows = []

@@ -67,6 +67,13 @@ def _chosen_text(record: Mapping, named: bool) -> str:
                       (scorer_of(record) or "the model alone") if named else None)
 
 
+def _scorer_text(plan: FusionPlan, spec) -> str:
+    """```SKNN` (alpha in {0.01, 0.1}, options `{"k": 50}`)``."""
+    alphas = ", ".join(f"{a:g}" for a in plan.alphas_of(spec))
+    options = f", options `{json.dumps(spec.options, sort_keys=True)}`" if spec.options else ""
+    return f"`{spec.name}` (alpha in {{{alphas}}}{options})"
+
+
 def scorer_lines(plan: FusionPlan, records: Sequence[dict], metric: str) -> list[str]:
     """The best validation figure of every scorer per seed, and the one chosen."""
     names = [spec.name for spec in plan.scorer_specs()]
@@ -77,13 +84,15 @@ def scorer_lines(plan: FusionPlan, records: Sequence[dict], metric: str) -> list
         for name in names:
             entry = best.get(name) or {}
             value = entry.get("best_valid")
-            cells.append("–" if value is None else f"{value:.4f} ({point_text(entry['best_alpha'], entry.get('best_repeat_boost'))})")
+            point = "" if value is None else point_text(entry["best_alpha"],
+                                                        entry.get("best_repeat_boost"))
+            cells.append("–" if value is None else f"{value:.4f} ({point})")
         cells.append(scorer_of(r) or "none (alpha 0)")
         rows.append(cells)
     return [f"## Scorers: best validation {label(metric)} per seed", "",
             "Each scorer's best point of the sweep (alpha 0 excluded); the seed's scorer and "
-            "alpha are those of the best validation value overall (alpha 0 included).", ""] + md_table(
-        ["seed", *names, "chosen"], rows)
+            "alpha are those of the best validation value overall (alpha 0 included).",
+            ""] + md_table(["seed", *names, "chosen"], rows)
 
 
 def _boosts(records: Sequence[dict], plan: FusionPlan) -> list[float]:
@@ -143,9 +152,7 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
     if named:
         lines.append(
             "- Scorers: the sweep tries each of "
-            + ", ".join(f"`{spec.name}` (alpha in {{{', '.join(f'{a:g}' for a in plan.alphas_of(spec))}}}"
-                        + (f", options `{json.dumps(spec.options, sort_keys=True)}`" if spec.options else "")
-                        + ")" for spec in plan.scorer_specs())
+            + ", ".join(_scorer_text(plan, spec) for spec in plan.scorer_specs())
             + " in place of the rules (each built once from the training split); the (scorer, "
             "alpha) pair with the best validation value is the one tested.")
     refits = [r for r in records if r.get("refit")]
