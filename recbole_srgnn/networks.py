@@ -7,9 +7,12 @@ rebuild it; this registry maps the name to a plain ``torch.nn.Module`` class:
   sequential baselines (:mod:`recbole_srgnn.nn_recbole`: ``GRU4Rec``, ``NARM``,
   ``RecBoleSRGNN``): :data:`NEURAL`;
 * the non-neural scorers (:mod:`recbole_srgnn.nn_scorers`: ``SequenceRules``, ``SessionPop``):
-  :data:`SCORERS`;
-* ``Fused`` (:class:`Fused`): trained neural members plus a scorer, ranked as the fusion
-  runner's :class:`~recbole_srgnn.model.fused.FusedRanker` ranks them ("SR-GNN + rules"):
+  :data:`STANDALONE_SCORERS`;
+* ``Fused`` (:class:`Fused`): trained neural members plus a scorer of :data:`SCORERS` (the
+  standalone ones and the kNN scorers ``SKNN``, ``VSKNN``, ``STAN``, ``VSTAN``:
+  :class:`~recbole_srgnn.nn_knn.KnnNetwork`, the session index as tensors, held only as a
+  scorer), ranked as the fusion runner's :class:`~recbole_srgnn.model.fused.FusedRanker` ranks
+  them ("SR-GNN + scorer"):
 
 .. math::
     \mathrm{score}(i) = \frac{1}{M} \sum_{m=1}^{M} \mathrm{softmax}(z^{(m)})_i
@@ -27,11 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from .nn import NETWORKS as PLUGIN_NETWORKS
+from .nn_knn import KnnNetwork
 from .nn_recbole import NETWORKS as RECBOLE_NETWORKS
 from .nn_scorers import NETWORKS as SCORER_NETWORKS
 
 NEURAL: dict[str, type[nn.Module]] = {**PLUGIN_NETWORKS, **RECBOLE_NETWORKS}
-SCORERS: dict[str, type[nn.Module]] = dict(SCORER_NETWORKS)
+STANDALONE_SCORERS: dict[str, type[nn.Module]] = dict(SCORER_NETWORKS)
+KNN_SCORERS: dict[str, type[nn.Module]] = {name: KnnNetwork
+                                           for name in ("SKNN", "VSKNN", "STAN", "VSTAN")}
+SCORERS: dict[str, type[nn.Module]] = {**STANDALONE_SCORERS, **KNN_SCORERS}  # a Fused's scorer
 FUSED = "Fused"
 
 
@@ -88,5 +95,5 @@ class Fused(nn.Module):
         return probs
 
 
-NETWORKS: dict[str, type[nn.Module]] = {**NEURAL, **SCORERS, FUSED: Fused}
+NETWORKS: dict[str, type[nn.Module]] = {**NEURAL, **STANDALONE_SCORERS, FUSED: Fused}
 EXPORTABLE: tuple[str, ...] = tuple(name for name in NETWORKS if name != FUSED)

@@ -102,6 +102,19 @@ def fused(tiny):
     return {"checkpoint": results["checkpoint"], "bundle": out}
 
 
+KNN_OPTIONS = {"k": 10, "sample_size": 40, "lambda_idf": 1.5, "lambda_snh": 2.0}
+
+
+@pytest.fixture(scope="module")
+def fused_knn(fused, tiny):
+    out = tiny / "bundle-srgnn-vstan"
+    options = [f"{key}={value}" for key, value in KNN_OPTIONS.items()]
+    assert cli.main(["export", "--checkpoint", fused["checkpoint"], "--output", str(out),
+                     "--scorer", "VSTAN", "--alpha", "0.05", "--scorer_option", *options[:2],
+                     "--scorer_option", *options[2:], "--quiet"]) == 0
+    return {"checkpoint": fused["checkpoint"], "bundle": out}
+
+
 def reference_ranking(loaded, reference_model):
     """(sessions as tokens, top-K items, top-K scores) of the test split by ``reference_model``."""
     test_set = loaded.test_data._dataset
@@ -159,6 +172,65 @@ def test_srgnn_with_rules_equals_the_fusion_runners_ranking(fused):
     # the same defaults as the fusion runner
     assert (training_export.DEFAULT_RULE_STEPS, training_export.DEFAULT_REPEAT_BOOST) == (
         fusion_rank.DEFAULT_STEPS, fusion_rank.DEFAULT_BOOST)
+
+
+def test_srgnn_with_a_knn_scorer_equals_the_fusion_runners_ranking(fused_knn):
+    from recbole_srgnn.model.scorers import build_scorer
+
+    loaded = load_trained(fused_knn["checkpoint"], quiet=True)
+    model = loaded.trainer.model.eval()
+    scorer = build_scorer("VSTAN", KNN_OPTIONS, model, loaded.train_data._dataset,
+                          loaded.config["TIME_FIELD"])
+    ranker = FusedRanker([model], scorer, alpha=0.05)
+    sessions, items, values = reference_ranking(loaded, ranker)
+    plain = reference_ranking(loaded, FusedRanker([model]))[1]
+    assert items != plain  # the scorer changes the ranking: the comparison can fail
+    assert_same_ranking(fused_knn["bundle"], sessions, items, values)
+    bundle = json.loads((fused_knn["bundle"] / METADATA).read_text())
+    assert bundle["model"] == "Fused" and bundle["config"]["alpha"] == 0.05
+    spec = bundle["config"]["scorer"]
+    assert spec["model"] == "VSTAN"
+    assert {key: spec["config"][key] for key in KNN_OPTIONS} == KNN_OPTIONS
+    assert spec["config"]["lambda_inh"] == 2.05  # VSTAN's default where no option is given
+    weights = torch.load(fused_knn["bundle"] / WEIGHTS, weights_only=True)
+    for name in scorer.fields:  # the session index, as plain tensors
+        assert torch.equal(weights[f"scorer.{name}"], getattr(scorer, name))
+
+
+def test_knn_bundles_load_without_recbole(fused_knn):
+    code = ("import sys; sys.modules['recbole'] = None; from recbole_srgnn import Recommender; "
+            f"rec = Recommender.load({str(fused_knn['bundle'])!r}); "
+            "print(rec.recommend(['3', '4'], k=3).fallback)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_scorer_options_and_the_old_rule_spellings(fused, tmp_path, capsys):
+    assert export_cli.SCORER_CHOICES == training_export.FUSION_SCORERS
+    # --rule_steps/--rule_repeat_boost are the rules' scorer options under their old names
+    assert training_export.check_scorer("SRGNN", "SequenceRules", 1.0, 3, 2.0) == \
+        training_export.check_scorer("SRGNN", "SequenceRules", 1.0, 10, 0.0,
+                                     {"rule_steps": 3, "repeat_boost": 2.0})
+    assert training_export.check_scorer("SRGNN", "SKNN", 1.0, 10, 0.0, {"k": 7}) == {
+        "k": 7, "sample_size": 500}
+    for argv, message in [
+        (["--scorer_option", "k=5"], "give --scorer too"),
+        (["--scorer", "SKNN", "--alpha", "1", "--scorer_option", "k"], "expected KEY=VALUE"),
+        (["--scorer", "SKNN", "--alpha", "1", "--scorer_option", "lambda_spw=2"],
+         "SKNN has no option lambda_spw"),
+        (["--scorer", "STAN", "--alpha", "1", "--scorer_option", "k=0"],
+         "k must be an integer >= 1"),
+        (["--scorer", "VSKNN", "--alpha", "1", "--rule_steps", "3"], "the rules' options"),
+        (["--scorer", "SequenceRules", "--alpha", "1", "--scorer_option", "k=3"],
+         "SequenceRules has no option k"),
+    ]:
+        assert cli.main(["export", "--checkpoint", fused["checkpoint"], *argv,
+                         "--output", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_bundles_load_without_recbole(fused):

@@ -169,6 +169,14 @@ def test_runner_chooses_alpha_on_validation_and_reports(fused_run):
             assert record["test_fused"] == record["test_plain"]
     # the tiny walk k -> k+1 is exactly what the rules know: fusing them must help on validation
     assert all(r["chosen_alpha"] > 0 for r in found.values())
+    # a config without 'scorers' records the fields it did before the key (no scorer names)
+    for record in found.values():
+        assert set(record) == {
+            "best_epoch", "best_valid_result", "chosen_alpha", "chosen_repeat_boost", "config",
+            "data", "epochs_trained", "peak_rss_mb", "rules", "seconds_per_epoch", "seed",
+            "settings_hash", "sweep", "test_fused", "test_plain", "threads", "train_seconds",
+            "trained_by", "training_parts", "valid_curve", "valid_metric", "versions"}
+        assert all(set(s) == {"alpha", "repeat_boost", "valid", "seconds"} for s in record["sweep"])
     assert "seed 1: training SRGNN on tiny" in fused_run["stdout"]
     assert "valid mrr@10" in fused_run["stdout"] and "chose alpha" in fused_run["stdout"]
     report = (fused_run["out"] / "report.md").read_text()
@@ -176,8 +184,11 @@ def test_runner_chooses_alpha_on_validation_and_reports(fused_run):
     assert "| SR-GNN + rules (alpha chosen on validation) | 2 |" in report
     assert "| SequenceRules (reference) | 1 | " + f"{fused_run['rules']['test_result']['hit@1']:.4f}" in report
     assert "python -m benchmarks.fusion --config" in report
+    assert report.startswith("# SR-GNN + sequence rules: `fusion-test`")
+    assert "| scorer |" not in report and "Chosen scorer" not in report
     with open(fused_run["out"] / "runs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["seed", "alpha", "repeat_boost", "split", "chosen", *fusion_plan.METRICS]
     assert len([r for r in rows if r["split"] == "valid"]) == 10
     assert len([r for r in rows if r["split"] == "test"]) == 4
     assert (fused_run["out"] / "alpha_valid.png").stat().st_size > 1000

@@ -32,7 +32,8 @@ def _layer(name: str) -> int:
     top = name.split(".")[0]
     if top == "data":
         return 1
-    if top in ("model", "graph", "layers", "nn", "nn_recbole", "nn_scorers", "networks", "bundle",
+    if top in ("model", "graph", "layers", "nn", "nn_recbole", "nn_scorers", "nn_knn", "knn_index",
+               "networks", "bundle",
                "recommend", "micro_batch", "session_input"):
         return 2
     if top in ("training", "trainer", "training_state", "prepared_data"):

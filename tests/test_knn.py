@@ -11,8 +11,9 @@ import torch
 from tiny_data import write_tiny_benchmark
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.model import MODELS, knn
-from recbole_srgnn.model.knn import KnnOptions, KnnScorer
+from recbole_srgnn import nn_knn as knn
+from recbole_srgnn.model import MODELS
+from recbole_srgnn.nn_knn import KnnOptions, KnnScorer
 from recbole_srgnn.model.knn_models import SKNN, STAN, VSKNN, VSTAN
 from recbole_srgnn.training import runs
 from recbole_srgnn.training.config import PROPERTIES_DIR, config_layers, parse_dict
@@ -43,7 +44,7 @@ def cases(sessions, times, max_len):
 
 
 def naive_scores(sessions, times, max_len, prefix, opt: KnnOptions, n_items, timed=True):
-    """The kNN formulas (recbole_srgnn.model.knn's docstring) for one prefix, session by session."""
+    """The kNN formulas (recbole_srgnn.nn_knn's docstring) for one prefix, session by session."""
     # training sessions as the model recovers them: longest prefix + target; time of the last case
     train = []
     row = 0

@@ -1,4 +1,4 @@
-"""SR-GNN + sequence rules: choose the fusion weight on validation, report the test result.
+"""SR-GNN + a non-neural scorer: choose the scorer and its weight on validation, report the test.
 
 At evaluation time only, a trained model ranks items by ``softmax(SR-GNN scores) + alpha *
 rules(session)`` (``recbole_srgnn.model.fused.FusedRanker``; the rules are the SequenceRules
@@ -7,7 +7,9 @@ trains each seed once, through the same pipeline as ``run.py`` (or takes a model
 with ``run.py``: ``--trained``), and then evaluates the best checkpoint on the *validation*
 split for every ``alpha`` x rules' repeat boost of the config (``fusion_rank``). The point with
 the best validation metric is the only fused one tested; ``alpha = 0`` (the trained model
-alone) is always tested too, as the paired reference. Test metrics choose nothing.
+alone) is always tested too, as the paired reference. Test metrics choose nothing. With a
+``scorers`` key the sweep also tries each kNN scorer listed there (SKNN, VSKNN, STAN, VSTAN,
+each built once from the training split, at its alphas), and the best (scorer, alpha) is tested.
 
     python -m recbole_srgnn.fusion --config benchmarks/configs/fusion/cotrec.yaml
     python -m recbole_srgnn.fusion --config ... --seeds 2      # one seed (one per core in parallel)

@@ -1,17 +1,18 @@
-"""The fusion runner's ``ensemble`` step: rank with every seed's model together, plus the rules.
+"""The fusion runner's ``ensemble`` step: rank with every seed's model together, plus a scorer.
 
 Once every seed of a fusion config is recorded (and refitted, with ``refit: true``), the kept
 model files (``<out>/models/``, git-ignored) rank together through ``fusion_rank``: a
 :class:`~recbole_srgnn.model.fused.FusedRanker` of all seeds' models, the mean of their softmax
-probabilities plus ``alpha`` times the sequence rules. Protocol, as for one seed:
+probabilities plus ``alpha`` times the sequence rules (or, where the config lists ``scorers``,
+each of them in turn). Protocol, as for one seed:
 
 1. every member must reproduce its record before it counts (trained models: their validation
    scores at alpha 0; refit models: their test scores at alpha 0), so a kept or retrained file
    stands for exactly the recorded model;
-2. ``alpha`` (the config's alphas, and 0) is chosen on the **validation** split, at the repeat
-   boost(s) the seeds' own sweeps chose; the ensemble of the models trained on the training
-   split is tested at alpha 0 and at the chosen point;
-3. with refits, the ensemble of the refit models (rules counted on training + validation cases)
+2. ``alpha`` (the config's alphas, and 0) and the scorer are chosen on the **validation**
+   split, the rules at the repeat boost(s) the seeds' own sweeps chose; the ensemble of the
+   models trained on the training split is tested at alpha 0 and at the chosen point;
+3. with refits, the ensemble of the refit models (scorer counted on training + validation cases)
    is tested at the same point: nothing is chosen on it.
 
 The result is ``<out>/ensemble.json``; ``fusion_report`` adds it to the report. A seed whose
@@ -40,7 +41,7 @@ from recbole_srgnn.experiments.fusion_plan import (
     refit_path,
     seed_path,
 )
-from recbole_srgnn.experiments.fusion_rank import Ranking, best_point, grid
+from recbole_srgnn.experiments.fusion_rank import Ranking, best_point, scorer_grid, scorer_of
 from recbole_srgnn.files import atomic_outputs, claimed
 
 FORMAT = "ensemble-1"
@@ -149,18 +150,22 @@ def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, 
         checks.append({"seed": seed, "model": "trained", "split": "valid", "max_diff": diff})
         say(f"ensemble: seed {seed}'s model reproduces its record (valid {metric} "
             f"{got[metric]:.4f})", flush=True)
-    sweep = ranking.sweep(grid(plan.alphas, boosts), say, prefix="ensemble: ")
+    sweep = ranking.sweep(scorer_grid(plan, boosts), say, prefix="ensemble: ")
     best = best_point(sweep, metric)
     chosen = (best["alpha"], best["repeat_boost"])
-    test_plain, test_fused = ranking.tested(chosen)
-    say(f"ensemble: chose {point_text(*chosen)} on validation; "
-        f"test {metric} {test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
+    scorer = scorer_of(best)
+    test_plain, test_fused = ranking.tested(chosen, scorer)
+    say(f"ensemble: chose {point_text(*chosen, scorer if ranking.named else None)} on "
+        f"validation; test {metric} {test_plain[metric]:.4f} (alpha 0) -> "
+        f"{test_fused[metric]:.4f}", flush=True)
     result = {
         "format": FORMAT, "settings_hash": expected, "seeds": seeds, "valid_metric": metric,
         "repeat_boosts": boosts, "sweep": sweep, "chosen_alpha": best["alpha"],
         "chosen_repeat_boost": best["repeat_boost"], "test_plain": test_plain,
         "test_fused": test_fused, "member_checks": checks, "refit": None,
     }
+    if ranking.named:
+        result["chosen_scorer"] = scorer
     del ranking
     if plan.refit:
         ranking = load(refit=True)
@@ -168,7 +173,7 @@ def _evaluate(plan: FusionPlan, out: Path, expected: str, records: Mapping[int, 
             got = ranking.alone(index, ranking.loaded.test_data)
             diff = _check(seed, "refit", got, records[seed]["refit"]["test_plain"])
             checks.append({"seed": seed, "model": "refit", "split": "test", "max_diff": diff})
-        refit_plain, refit_fused = ranking.tested(chosen)
+        refit_plain, refit_fused = ranking.tested(chosen, scorer)
         result["refit"] = {"test_plain": refit_plain, "test_fused": refit_fused}
         say(f"ensemble of the refits: test {metric} {refit_plain[metric]:.4f} (alpha 0) -> "
             f"{refit_fused[metric]:.4f}", flush=True)

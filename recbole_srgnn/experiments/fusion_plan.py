@@ -1,10 +1,15 @@
-"""A fusion config (SR-GNN + sequence rules), the identity of its seeds and where they are kept.
+"""A fusion config (SR-GNN + a non-neural scorer), the identity of its seeds, where they are kept.
 
 ``benchmarks/configs/fusion/*.yaml`` are such configs. A seed's record is valid while the
 settings hash (model, dataset, config files' text, settings, alphas, repeat boosts) matches; a
 model trained before (``--trained``) must have been trained with the config's settings, less
 those that do not change training (``run_identity``). Of the settings, the rules' options
 (``rule_steps``, ``rule_repeat_boost``: ``EVAL_ONLY``) are read by the evaluation only.
+
+``scorers`` (optional) lists the non-neural scorers tried with the model, each with its options
+and, optionally, its own alphas: ``[SequenceRules, {SKNN: {k: 50, alphas: [0.01]}}, ...]``.
+Without it the scorer is the sequence rules alone, exactly as before the key existed (same
+settings hash, same records).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from recbole_srgnn.run_identity import EVAL_ONLY, RESUME_EXEMPT, without_added_d
 
 FORMAT = "fusion-1"  # part of every seed's settings hash; bump when a record means something else
 TOP_KEYS = {"name", "description", "dataset", "model", "config_files", "settings", "seeds",
-            "threads", "alphas", "repeat_boosts", "references", "refit", "ensemble"}
+            "threads", "alphas", "repeat_boosts", "references", "refit", "ensemble", "scorers"}
 RESERVED = {"seed", "rule_fusion", "checkpoint_dir", "model", "dataset", "train_on_valid"}
 METRICS = [key for key, _ in METRIC_LABELS]  # the comparison report's metrics and labels
 LABELS = dict(METRIC_LABELS)
@@ -35,6 +40,22 @@ def label(metric: str) -> str:
         return LABELS[metric]
     family, _, k = metric.partition("@")
     return {"hit": "Hit", "mrr": "MRR", "ndcg": "NDCG"}.get(family, family) + "@" + k
+
+
+RULES = "SequenceRules"  # the scorer of a config without 'scorers'
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One scorer of a fusion config: its name, its options (kNN: the model's keys; the rules'
+    options are ``settings.rule_steps`` and ``repeat_boosts``) and its alphas (None: the plan's)."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+    alphas: list[float] | None = None
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "options": dict(self.options), "alphas": self.alphas}
 
 
 @dataclass
@@ -52,6 +73,7 @@ class FusionPlan:
     references: dict = field(default_factory=dict)  # label -> [compare run JSONs]
     refit: bool = False  # also train each recorded seed again on train + valid (train_on_valid)
     ensemble: bool = False  # also rank with all seeds' models together (fusion_ensemble)
+    scorers: list[ScorerSpec] | None = None  # None: the sequence rules only (the records as before)
     root: Path | None = None  # the checkout the config's relative paths are written from
 
     def resolve(self, name: str) -> Path:
@@ -68,9 +90,61 @@ class FusionPlan:
         """The config files, resolved, in the config's order."""
         return [str(self.resolve(f)) for f in self.config_files]
 
+    def scorer_specs(self) -> list[ScorerSpec]:
+        """The scorers tried, in the config's order (default: the sequence rules)."""
+        return list(self.scorers) if self.scorers is not None else [ScorerSpec(RULES)]
+
+    def alphas_of(self, spec: ScorerSpec) -> list[float]:
+        return spec.alphas if spec.alphas is not None else self.alphas
+
 
 def _fail(where: str, message: str) -> None:
     raise InputError(f"{where}: {message}")
+
+
+def _positive_numbers(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in value)
+
+
+def parse_scorers(value: Any, where: str) -> list[ScorerSpec]:
+    """The ``scorers`` list: names, or ``{name: {option: value, ..., alphas: [...]}}``."""
+    from recbole_srgnn.model import scorers
+
+    if not isinstance(value, list) or not value:
+        _fail(where, "'scorers' must be a non-empty list of scorer names or {name: options}")
+    specs = []
+    for entry in value:
+        if isinstance(entry, str):
+            name, options = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            name, options = next(iter(entry.items()))
+            options = {} if options is None else options
+        else:
+            _fail(where, f"'scorers': {entry!r} is neither a scorer name nor {{name: options}}")
+        if name not in scorers.NAMES:
+            _fail(where, f"'scorers': unknown scorer {name!r} "
+                         f"(scorers: {', '.join(scorers.NAMES)})")
+        if not isinstance(options, dict):
+            _fail(where, f"'scorers': the options of {name} must be a mapping")
+        options = dict(options)
+        alphas = options.pop("alphas", None)
+        if alphas is not None and not _positive_numbers(alphas):
+            _fail(where, f"'scorers': the alphas of {name} must be a non-empty list of positive "
+                         "numbers")
+        if name == RULES and options:
+            _fail(where, f"'scorers': {RULES} takes only 'alphas' here (its options are "
+                         "settings.rule_steps and repeat_boosts)")
+        try:
+            scorers.full_options(name, options)
+        except ValueError as exc:
+            _fail(where, f"'scorers': {exc}")
+        specs.append(ScorerSpec(name, options, None if alphas is None
+                                else sorted({float(a) for a in alphas})))
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        _fail(where, "'scorers': each scorer may be listed once")
+    return specs
 
 
 def parse_plan(data: Any, where: str = "<config>", root: Path | None = None) -> FusionPlan:
@@ -115,8 +189,7 @@ def parse_plan(data: Any, where: str = "<config>", root: Path | None = None) -> 
         _fail(where, "'threads' must be a positive integer or null")
     plan.threads = threads
     alphas = data.get("alphas", plan.alphas)
-    if (not isinstance(alphas, list) or not alphas
-            or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and a > 0 for a in alphas)):
+    if not _positive_numbers(alphas):
         _fail(where, "'alphas' must be a non-empty list of positive numbers (0 is always evaluated)")
     plan.alphas = sorted({float(a) for a in alphas})
     boosts = data.get("repeat_boosts")
@@ -142,6 +215,8 @@ def parse_plan(data: Any, where: str = "<config>", root: Path | None = None) -> 
     if ensemble and len(plan.seeds) < 2:
         _fail(where, "'ensemble' needs at least two seeds")
     plan.ensemble = ensemble
+    if "scorers" in data:
+        plan.scorers = parse_scorers(data["scorers"], where)
     return plan
 
 
@@ -155,12 +230,15 @@ def load_plan(path: str | os.PathLike) -> FusionPlan:
 
 
 def settings_hash(plan: FusionPlan) -> str:
-    """What a seed's record depends on: model, dataset, config files' text, settings, alphas
-    (not ``refit`` or ``ensemble``: both are added to finished records, which stay valid)."""
+    """What a seed's record depends on: model, dataset, config files' text, settings, alphas,
+    the scorers when the config lists them (not ``refit`` or ``ensemble``: both are added to
+    finished records, which stay valid)."""
     files = {name: plan.read(name) for name in plan.config_files}
-    blob = json.dumps([FORMAT, plan.model, plan.dataset, files,
-                       without_added_defaults(plan.settings), plan.alphas, plan.repeat_boosts],
-                      sort_keys=True, default=str)
+    parts = [FORMAT, plan.model, plan.dataset, files, without_added_defaults(plan.settings),
+             plan.alphas, plan.repeat_boosts]
+    if plan.scorers is not None:  # a config without the key hashes as before it existed
+        parts.append([spec.as_json() for spec in plan.scorers])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -226,6 +304,8 @@ def check_trained(plan: FusionPlan, seed: int, trained: Mapping, where: str) -> 
         raise InputError(f"{where}: its checkpoint {trained.get('checkpoint')} is missing")
 
 
-def point_text(alpha: float, boost: float | None) -> str:
-    """``alpha 0.05, repeat boost 2`` (no boost when the sweep had none)."""
-    return f"alpha {alpha:g}" + ("" if boost is None else f", repeat boost {boost:g}")
+def point_text(alpha: float, boost: float | None, scorer: str | None = None) -> str:
+    """``alpha 0.05, repeat boost 2`` (no boost when the sweep had none), ``SKNN, alpha 0.01``
+    with a named scorer."""
+    text = f"alpha {alpha:g}" + ("" if boost is None else f", repeat boost {boost:g}")
+    return text if scorer is None else f"{scorer}, {text}"

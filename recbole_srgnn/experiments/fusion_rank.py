@@ -1,14 +1,16 @@
-"""The fusion runner's evaluation-only grid: kept models ranked together with the sequence rules.
+"""The fusion runner's evaluation-only grid: kept models ranked together with a non-neural scorer.
 
 Nothing here trains. A :class:`Ranking` rebuilds one or more kept checkpoints of the same
 settings (``training.checkpoints.load_trained``: the first one's config and data splits, the
-others' weights), counts the sequence rules once on that training split
-(:meth:`~recbole_srgnn.model.rules.RuleScorer.from_dataset`, with the config's ``rule_steps``)
-and ranks with a :class:`~recbole_srgnn.model.fused.FusedRanker` of the models and the rules at
-a point (alpha, repeat boost) of the config's grid. One model is "SR-GNN + rules", several are
-the seeds' ensemble: the same code, so the same formula. The grid is evaluated on the
-validation split (:meth:`Ranking.sweep`, :func:`best_point`); the chosen point and alpha = 0
-(the models alone) are then tested (:meth:`Ranking.tested`). Test metrics choose nothing.
+others' weights), builds each scorer of the config once on that training split
+(:func:`recbole_srgnn.model.scorers.build_scorer`: the sequence rules with the config's
+``rule_steps``, or a kNN model's scorer with its options) and ranks with a
+:class:`~recbole_srgnn.model.fused.FusedRanker` of the models and one scorer at a point (alpha,
+repeat boost) of the config's grid. One model is "SR-GNN + scorer", several are the seeds'
+ensemble: the same code, so the same formula. The grid (:func:`scorer_grid`: alpha 0, then every
+scorer's points in the config's order) is evaluated on the validation split
+(:meth:`Ranking.sweep`, :func:`best_point`); the chosen (scorer, point) and alpha = 0 (the models
+alone) are then tested (:meth:`Ranking.tested`). Test metrics choose nothing.
 """
 
 from __future__ import annotations
@@ -19,15 +21,39 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from recbole_srgnn.experiments.fusion_plan import FusionPlan, expected_settings, point_text
+from recbole_srgnn.experiments.fusion_plan import (
+    RULES,
+    FusionPlan,
+    expected_settings,
+    point_text,
+)
 
 Point = tuple[float, float | None]  # (alpha, repeat boost); boost None: leave the rules' as is
+Entry = tuple[str | None, Point]  # (scorer, point); scorer None: alpha 0, the models alone
 DEFAULT_STEPS, DEFAULT_BOOST = 10, 0.0  # the rules' options when the config sets none
 
 
 def grid(alphas: Sequence[float], boosts: Sequence[float]) -> list[Point]:
     """Alpha 0 (the models alone) first, then every alpha at each repeat boost in turn."""
     return [(0.0, None)] + [(alpha, boost) for boost in boosts for alpha in alphas]
+
+
+def scorer_grid(plan: FusionPlan, boosts: Sequence[float | None]) -> list[Entry]:
+    """Alpha 0 first, then each scorer's points in the config's order: the rules' alphas at each
+    repeat boost in ``boosts`` (as :func:`grid`), a kNN scorer's alphas."""
+    entries: list[Entry] = [(None, (0.0, None))]
+    for spec in plan.scorer_specs():
+        alphas = plan.alphas_of(spec)
+        points = grid(alphas, boosts)[1:] if spec.name == RULES else [(a, None) for a in alphas]
+        entries += [(spec.name, point) for point in points]
+    return entries
+
+
+def scorer_of(row: Mapping) -> str | None:
+    """The scorer of a sweep row (or record): None at alpha 0; the rules where unnamed."""
+    if not row.get("alpha", row.get("chosen_alpha")):
+        return None
+    return row.get("scorer", row.get("chosen_scorer")) or RULES
 
 
 def rule_options(plan: FusionPlan) -> tuple[int, float]:
@@ -46,8 +72,21 @@ def metrics_of(result: Mapping | None) -> dict:
 
 def best_point(sweep: Sequence[Mapping], metric: str) -> Mapping:
     """The sweep row with the best validation ``metric``; of equals the first in grid order
-    (alpha 0, then the smaller repeat boost, then the smaller alpha)."""
+    (alpha 0, then the scorers in the config's order, each by the smaller repeat boost, then
+    the smaller alpha)."""
     return max(sweep, key=lambda row: row["valid"][metric])
+
+
+def best_per_scorer(sweep: Sequence[Mapping], metric: str) -> dict[str, Mapping]:
+    """Each scorer's best sweep row (the first of equals), in grid order."""
+    best: dict[str, Mapping] = {}
+    for row in sweep:
+        name = scorer_of(row)
+        if name is None:
+            continue
+        if name not in best or row["valid"][metric] > best[name]["valid"][metric]:
+            best[name] = row
+    return best
 
 
 def _member(base, path: str | os.PathLike):
@@ -62,17 +101,17 @@ def _member(base, path: str | os.PathLike):
 
 
 class Ranking:
-    """Kept checkpoints (one or several, same settings) and the rules of the first one's
+    """Kept checkpoints (one or several, same settings) and the scorers of the first one's
     training split, ready to be evaluated at any point of the grid.
 
     ``checkpoint_dir``: where the rebuilt trainer may make its (unused) checkpoint folder;
-    default the one stored in the checkpoint."""
+    default the one stored in the checkpoint. ``scorers``: the names of the config's scorers to
+    build (default all of them)."""
 
     def __init__(self, plan: FusionPlan, checkpoints: Sequence[str | os.PathLike], *,
-                 checkpoint_dir: str | None = None) -> None:
-        from recbole_srgnn.training import checkpoints as saved_models
+                 checkpoint_dir: str | None = None, scorers: Sequence[str] | None = None) -> None:
         from recbole_srgnn.model.fused import FusedRanker
-        from recbole_srgnn.model.rules import RuleScorer
+        from recbole_srgnn.training import checkpoints as saved_models
 
         overrides = {"threads": plan.threads}
         if checkpoint_dir is not None:
@@ -80,11 +119,23 @@ class Ranking:
         self.loaded = saved_models.load_trained(checkpoints[0], overrides, quiet=True)
         base = self.loaded.trainer.model
         self.members = [base] + [_member(base, Path(p)) for p in checkpoints[1:]]
-        steps, boost = rule_options(plan)
-        self.rules = RuleScorer.from_dataset(base, self.loaded.train_data._dataset, steps, boost)
-        self.rules.to(next(base.parameters()).device)
-        self.ranker = FusedRanker(self.members, self.rules)
+        self.named = plan.scorers is not None  # sweep rows name their scorer
+        self.scorers = {spec.name: self._build(plan, spec.name, spec.options)
+                        for spec in plan.scorer_specs() if scorers is None or spec.name in scorers}
+        self.rules = self.scorers.get(RULES)
+        self.ranker = FusedRanker(self.members)
         self.metric = str(self.loaded.config["valid_metric"]).lower()
+
+    def _build(self, plan: FusionPlan, name: str, options: Mapping):
+        from recbole_srgnn.model.scorers import build_scorer
+
+        base = self.loaded.trainer.model
+        if name == RULES:
+            steps, boost = rule_options(plan)
+            options = {"rule_steps": steps, "repeat_boost": boost}
+        scorer = build_scorer(name, options, base, self.loaded.train_data._dataset,
+                              self.loaded.config["TIME_FIELD"])
+        return scorer.to(next(base.parameters()).device)
 
     def _measure(self, ranker, data) -> dict:
         from recbole_srgnn.model.fused import evaluating
@@ -93,12 +144,15 @@ class Ranking:
         with evaluating(trainer, ranker):
             return metrics_of(trainer.evaluate(data, load_best_model=False))
 
-    def at(self, point: Point, data) -> dict:
-        """All members with the rules at ``point`` (alpha, repeat boost): metrics on ``data``."""
+    def at(self, point: Point, data, scorer: str | None = None) -> dict:
+        """All members with ``scorer`` (default the rules) at ``point`` (alpha, repeat boost):
+        metrics on ``data``."""
         alpha, boost = point
-        self.ranker.alpha = alpha
+        name = scorer or RULES
         if boost is not None:
-            self.rules.repeat_boost = boost
+            self.scorers[RULES].repeat_boost = boost
+        self.ranker.scorer = self.scorers[name] if alpha else None
+        self.ranker.alpha = alpha
         return self._measure(self.ranker, data)
 
     def alone(self, index: int, data) -> dict:
@@ -107,19 +161,25 @@ class Ranking:
 
         return self._measure(FusedRanker([self.members[index]]), data)
 
-    def sweep(self, points: Sequence[Point], say: Callable = print, prefix: str = "") -> list[dict]:
-        """Every point on the validation split, each row with its metrics and seconds."""
+    def sweep(self, entries: Sequence[Entry], say: Callable = print,
+              prefix: str = "") -> list[dict]:
+        """Every (scorer, point) on the validation split, each row with its metrics and seconds
+        (and its scorer, where the config names its scorers)."""
         rows = []
-        for alpha, boost in points:
+        for scorer, (alpha, boost) in entries:
             started = time.perf_counter()
-            valid = self.at((alpha, boost), self.loaded.valid_data)
-            rows.append({"alpha": alpha, "repeat_boost": boost, "valid": valid,
-                         "seconds": time.perf_counter() - started})
-            say(f"{prefix}{point_text(alpha, boost)}: valid {self.metric} "
-                f"{valid[self.metric]:.4f}", flush=True)
+            valid = self.at((alpha, boost), self.loaded.valid_data, scorer)
+            row = {"alpha": alpha, "repeat_boost": boost, "valid": valid,
+                   "seconds": time.perf_counter() - started}
+            if self.named:
+                row["scorer"] = scorer
+            rows.append(row)
+            say(f"{prefix}{point_text(alpha, boost, scorer if self.named else None)}: valid "
+                f"{self.metric} {valid[self.metric]:.4f}", flush=True)
         return rows
 
-    def tested(self, point: Point) -> tuple[dict, dict]:
-        """Test metrics at alpha 0 and at ``point`` (the same result when its alpha is 0)."""
+    def tested(self, point: Point, scorer: str | None = None) -> tuple[dict, dict]:
+        """Test metrics at alpha 0 and at ``point`` with ``scorer`` (the same result when its
+        alpha is 0)."""
         plain = self.at((0.0, None), self.loaded.test_data)
-        return plain, (plain if not point[0] else self.at(point, self.loaded.test_data))
+        return plain, (plain if not point[0] else self.at(point, self.loaded.test_data, scorer))

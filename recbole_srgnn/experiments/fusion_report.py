@@ -2,7 +2,8 @@
 
 Nothing is trained here. The report shows the test results of the model alone and fused (alpha
 chosen on validation), of the refits and the ensemble when the config asks for them, paired
-tests over the seeds, and each seed's validation sweep.
+tests over the seeds, and each seed's validation sweep. Where the config lists ``scorers``, it
+also names the scorer each seed chose and shows every scorer's best validation figure.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from recbole_srgnn.experiments.fusion_plan import (
     seed_path,
     settings_hash,
 )
-from recbole_srgnn.experiments.fusion_rank import metrics_of
+from recbole_srgnn.experiments.fusion_rank import metrics_of, scorer_of
 from recbole_srgnn.experiments.machine import machine
 from recbole_srgnn.experiments.stats import mean_std, paired_test, wilson_interval
 from recbole_srgnn.experiments.tables import csv_text, md_table, mean_std_text, p_text
@@ -52,7 +53,46 @@ def metrics_row(name: str, tests: Sequence[Mapping]) -> list[str]:
 
 def _chosen(record: Mapping, point: Mapping) -> bool:
     return (point["alpha"] == record["chosen_alpha"]
-            and point.get("repeat_boost") == record.get("chosen_repeat_boost"))
+            and point.get("repeat_boost") == record.get("chosen_repeat_boost")
+            and scorer_of(point) == scorer_of(record))
+
+
+def _named(plan: FusionPlan) -> bool:
+    """Whether the config lists its scorers (the report then names them)."""
+    return plan.scorers is not None
+
+
+def _chosen_text(record: Mapping, named: bool) -> str:
+    return point_text(record["chosen_alpha"], record.get("chosen_repeat_boost"),
+                      (scorer_of(record) or "the model alone") if named else None)
+
+
+def _scorer_text(plan: FusionPlan, spec) -> str:
+    """```SKNN` (alpha in {0.01, 0.1}, options `{"k": 50}`)``."""
+    alphas = ", ".join(f"{a:g}" for a in plan.alphas_of(spec))
+    options = f", options `{json.dumps(spec.options, sort_keys=True)}`" if spec.options else ""
+    return f"`{spec.name}` (alpha in {{{alphas}}}{options})"
+
+
+def scorer_lines(plan: FusionPlan, records: Sequence[dict], metric: str) -> list[str]:
+    """The best validation figure of every scorer per seed, and the one chosen."""
+    names = [spec.name for spec in plan.scorer_specs()]
+    rows = []
+    for r in records:
+        best = {entry["name"]: entry for entry in r.get("scorers") or []}
+        cells = [str(r["seed"])]
+        for name in names:
+            entry = best.get(name) or {}
+            value = entry.get("best_valid")
+            point = "" if value is None else point_text(entry["best_alpha"],
+                                                        entry.get("best_repeat_boost"))
+            cells.append("–" if value is None else f"{value:.4f} ({point})")
+        cells.append(scorer_of(r) or "none (alpha 0)")
+        rows.append(cells)
+    return [f"## Scorers: best validation {label(metric)} per seed", "",
+            "Each scorer's best point of the sweep (alpha 0 excluded); the seed's scorer and "
+            "alpha are those of the best validation value overall (alpha 0 included).",
+            ""] + md_table(["seed", *names, "chosen"], rows)
 
 
 def _boosts(records: Sequence[dict], plan: FusionPlan) -> list[float]:
@@ -85,7 +125,9 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
            ensembled: Mapping | None = None) -> str:
     missing = [s for s in plan.seeds if s not in {r["seed"] for r in records}]
     metric = records[0]["valid_metric"] if records else "mrr@10"
-    lines = [f"# SR-GNN + sequence rules: `{plan.name}`", ""]
+    named = _named(plan)
+    title = "SR-GNN + a non-neural scorer" if named else "SR-GNN + sequence rules"
+    lines = [f"# {title}: `{plan.name}`", ""]
     if missing:
         lines += [f"> **PARTIAL: {len(records)} of {len(plan.seeds)} seeds finished** (missing: "
                   f"{', '.join(map(str, missing))}). Rerun the command at the end to resume.", ""]
@@ -107,6 +149,12 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
         "the paired comparison. The rules are the SequenceRules scorer of the same training split "
         f"({_rule_text(records)}). Test metrics choose nothing.",
     ]
+    if named:
+        lines.append(
+            "- Scorers: the sweep tries each of "
+            + ", ".join(_scorer_text(plan, spec) for spec in plan.scorer_specs())
+            + " in place of the rules (each built once from the training split); the (scorer, "
+            "alpha) pair with the best validation value is the one tested.")
     refits = [r for r in records if r.get("refit")]
     if plan.refit or refits:
         lines.append(
@@ -119,7 +167,9 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
     lines += ["", "## Test results (mean ± std over seeds)", ""]
     header = ["model", "seeds", *[label(m) for m in METRICS]]
     table = [metrics_row("SR-GNN option alone (alpha = 0)", [r["test_plain"] for r in records]),
-             metrics_row("SR-GNN + rules (alpha chosen on validation)", [r["test_fused"] for r in records])]
+             metrics_row("SR-GNN + scorer (scorer and alpha chosen on validation)" if named
+                         else "SR-GNN + rules (alpha chosen on validation)",
+                         [r["test_fused"] for r in records])]
     if refits:
         table += [metrics_row("refit on train + valid, alone", [r["refit"]["test_plain"] for r in refits]),
                   metrics_row("refit on train + valid + rules (same alpha)",
@@ -129,9 +179,11 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
     for name, runs in _reference_rows(plan).items():
         table.append(metrics_row(f"{name} (reference)", [metrics_of(r.get("test_result")) for r in runs]))
     lines += md_table(header, table)
-    lines += ["", "Chosen alpha per seed: " + (", ".join(
-        f"seed {r['seed']}: {point_text(r['chosen_alpha'], r.get('chosen_repeat_boost'))}"
-        for r in records) or "–") + ".", ""]
+    lines += ["", ("Chosen scorer and alpha per seed: " if named else "Chosen alpha per seed: ")
+              + (", ".join(f"seed {r['seed']}: {_chosen_text(r, named)}" for r in records)
+                 or "–") + ".", ""]
+    if named:
+        lines += scorer_lines(plan, records, metric) + [""]
     lines += ["## Fused vs the model alone: paired over seeds", "",
               "Two-sided paired t-test and Wilcoxon signed-rank test over training seeds on one "
               "fixed test set (p < 0.05 in bold); diff = fused − alone.", ""]
@@ -141,7 +193,7 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
                   "", "Same tests, over the refitted seeds; diff = refit − train only.", ""]
         lines += _paired_table(refits, lambda r: r["refit"]["test_fused"], lambda r: r["test_fused"])
     if ensembled:
-        lines += [""] + ensemble_report_lines(ensembled, data.get("test_cases"))
+        lines += [""] + ensemble_report_lines(ensembled, data.get("test_cases"), named)
     elif plan.ensemble:
         lines += ["", "## Ensemble of the seeds' models", "",
                   "Not measured yet: it runs once every seed is recorded"
@@ -150,12 +202,13 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
     sweep_rows = []
     for r in records:
         for s in r["sweep"]:
-            sweep_rows.append([str(r["seed"]), f"{s['alpha']:g}",
+            sweep_rows.append([str(r["seed"]), *([scorer_of(s) or "–"] if named else []),
+                               f"{s['alpha']:g}",
                                "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
                                f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",
                                "yes" if _chosen(r, s) else ""])
-    lines += md_table(["seed", "alpha", "repeat boost", f"valid {label(metric)}", "valid Hit@10",
-                        "chosen"], sweep_rows)
+    lines += md_table(["seed", *(["scorer"] if named else []), "alpha", "repeat boost",
+                       f"valid {label(metric)}", "valid Hit@10", "chosen"], sweep_rows)
     lines += ["", "![validation by alpha](alpha_valid.png)", "", "## Training", ""]
     lines += md_table(
         ["seed", "trained by", "epochs trained", "best epoch (from 1)", "train s/epoch", "peak RSS MB"],
@@ -180,12 +233,15 @@ def render(plan: FusionPlan, records: Sequence[dict], command: str,
     return "\n".join(lines)
 
 
-def run_rows(records: Sequence[dict]) -> list[dict]:
+def run_rows(records: Sequence[dict], named: bool = False) -> list[dict]:
+    """runs.csv's rows (with a ``scorer`` column where the config names its scorers)."""
     rows = []
     for r in records:
         for s in r["sweep"]:
             row = {"seed": r["seed"], "alpha": s["alpha"], "repeat_boost": s.get("repeat_boost"),
                    "split": "valid", "chosen": _chosen(r, s)}
+            if named:
+                row["scorer"] = scorer_of(s)
             row.update({m: s["valid"].get(m) for m in METRICS})
             rows.append(row)
         tested = [(0.0, None, r["test_plain"])]
@@ -201,6 +257,8 @@ def run_rows(records: Sequence[dict]) -> list[dict]:
         for name, (alpha, boost, test) in split:
             row = {"seed": r["seed"], "alpha": alpha, "repeat_boost": boost, "split": name,
                    "chosen": alpha == r["chosen_alpha"]}
+            if named:
+                row["scorer"] = scorer_of(r) if alpha else None
             row.update({m: test.get(m) for m in METRICS})
             rows.append(row)
     return rows
@@ -216,13 +274,18 @@ def _plot(records: Sequence[dict], path: Path) -> None:
     for r in records:
         metric = r["valid_metric"]
         plain = r["sweep"][0]
-        for boost in sorted({s["repeat_boost"] for s in r["sweep"][1:]}):
-            line = [plain] + [s for s in r["sweep"][1:] if s["repeat_boost"] == boost]
+        curves = {(scorer_of(s), s["repeat_boost"]) for s in r["sweep"][1:]}
+        for scorer, boost in sorted(curves, key=lambda c: (c[0], -1 if c[1] is None else c[1])):
+            line = [plain] + [s for s in r["sweep"][1:]
+                              if (scorer_of(s), s["repeat_boost"]) == (scorer, boost)]
+            what = ("" if "scorer" not in plain else f", {scorer}") + (
+                "" if boost is None else f", repeat boost {boost:g}")
             ax.plot([s["alpha"] for s in line], [s["valid"][metric] for s in line], marker="o",
-                    label=f"seed {r['seed']}, repeat boost {boost:g}")
+                    label=f"seed {r['seed']}{what}")
     if records:
         ax.set_ylabel(f"validation {label(records[0]['valid_metric'])}")
-    ax.set_xlabel("alpha (weight of the rules)")
+    ax.set_xlabel("alpha (weight of the scorer)" if records and "scorer" in records[0]["sweep"][0]
+                  else "alpha (weight of the rules)")
     ax.set_xscale("symlog", linthresh=0.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -238,8 +301,11 @@ def write_report(plan: FusionPlan, out: Path, command: str) -> Path:
     report = out / "report.md"
     with atomic_outputs([out / "runs.csv", out / "alpha_valid.png", report]) as (csv_file, png, md):
         Path(md).write_text(render(plan, records, command, ensembled))
-        rows = run_rows(records) + (ensemble_csv_rows(ensembled) if ensembled else [])
-        Path(csv_file).write_text(csv_text(rows, ["seed", "alpha", "repeat_boost", "split", "chosen", *METRICS]))
+        named = _named(plan)
+        rows = run_rows(records, named) + (ensemble_csv_rows(ensembled, named) if ensembled else [])
+        columns = ["seed", *(["scorer"] if named else []), "alpha", "repeat_boost", "split",
+                   "chosen", *METRICS]
+        Path(csv_file).write_text(csv_text(rows, columns))
         _plot(records, Path(png))
     return report
 
@@ -277,34 +343,46 @@ def sampling_line(result: Mapping, test_cases: int | None) -> str | None:
             "doubt by this test split.")
 
 
-def ensemble_report_lines(result: Mapping, test_cases: int | None = None) -> list[str]:
+def _ensemble_chosen(result: Mapping, row: Mapping) -> bool:
+    return ((row["alpha"], row.get("repeat_boost"), scorer_of(row))
+            == (result["chosen_alpha"], result["chosen_repeat_boost"], scorer_of(result)))
+
+
+def ensemble_report_lines(result: Mapping, test_cases: int | None = None,
+                          named: bool = False) -> list[str]:
     metric = result["valid_metric"]
+    chosen = point_text(result["chosen_alpha"], result["chosen_repeat_boost"],
+                        (scorer_of(result) or "the models alone") if named else None)
     checks = ", ".join(f"seed {c['seed']} {c['model']} ({c['split']}, {c['max_diff']:.1e})"
                        for c in result["member_checks"])
     lines = ["## Ensemble of the seeds' models", "",
              f"The seeds' models rank together: the mean of their softmax probabilities plus alpha × "
              f"the rules. Alpha is chosen on the **validation** split (best {label(metric)}) "
              f"at the repeat boost(s) the seeds chose ({', '.join('–' if b is None else f'{b:g}' for b in result['repeat_boosts'])}); "
-             f"chosen: {point_text(result['chosen_alpha'], result['chosen_repeat_boost'])}. "
+             + ("(scorer chosen too) " if named else "") + f"chosen: {chosen}. "
              + ("The refit models' ensemble is tested at the same point. " if result.get("refit") else "")
              + "Every member first reproduced its own record (largest metric difference): "
              f"{checks}.", ""]
     lines += md_table(
-        ["alpha", "repeat boost", f"valid {label(metric)}", "valid Hit@10", "chosen"],
-        [[f"{s['alpha']:g}", "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
+        [*(["scorer"] if named else []), "alpha", "repeat boost", f"valid {label(metric)}",
+         "valid Hit@10", "chosen"],
+        [[*([scorer_of(s) or "–"] if named else []), f"{s['alpha']:g}",
+          "–" if s.get("repeat_boost") is None else f"{s['repeat_boost']:g}",
           f"{s['valid'][metric]:.4f}", f"{s['valid']['hit@10']:.4f}",
-          "yes" if (s["alpha"], s.get("repeat_boost")) == (result["chosen_alpha"], result["chosen_repeat_boost"]) else ""]
+          "yes" if _ensemble_chosen(result, s) else ""]
          for s in result["sweep"]])
     sampling = sampling_line(result, test_cases)
     return lines + (["", sampling] if sampling else [])
 
 
-def ensemble_csv_rows(result: Mapping) -> list[dict]:
+def ensemble_csv_rows(result: Mapping, named: bool = False) -> list[dict]:
     rows = []
     chosen = (result["chosen_alpha"], result["chosen_repeat_boost"])
     for s in result["sweep"]:
         row = {"seed": "ensemble", "alpha": s["alpha"], "repeat_boost": s.get("repeat_boost"),
-               "split": "valid", "chosen": (s["alpha"], s.get("repeat_boost")) == chosen}
+               "split": "valid", "chosen": _ensemble_chosen(result, s)}
+        if named:
+            row["scorer"] = scorer_of(s)
         row.update({m: s["valid"].get(m) for m in METRICS})
         rows.append(row)
     tests: list[tuple[str, Sequence, Mapping]] = [("test", (0.0, None), result["test_plain"])]
@@ -317,6 +395,8 @@ def ensemble_csv_rows(result: Mapping) -> list[dict]:
     for split, (alpha, boost), test in tests:
         row = {"seed": "ensemble", "alpha": alpha, "repeat_boost": boost, "split": split,
                "chosen": alpha == result["chosen_alpha"]}
+        if named:
+            row["scorer"] = scorer_of(result) if alpha else None
         row.update({m: test.get(m) for m in METRICS})
         rows.append(row)
     return rows

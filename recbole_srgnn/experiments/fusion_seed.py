@@ -3,9 +3,10 @@
 Training is the plain model's (the rules only rank, at evaluation), so each seed trains once,
 through the same pipeline as ``run.py``, in a work folder that keeps its training state after
 every epoch: a cut-off seed continues at its next epoch, or goes straight to the sweep if its
-training ended. The sweep (``fusion_rank``) evaluates the best checkpoint with the rules on the
-validation split for every alpha x repeat boost; the chosen point and alpha = 0 are tested. The
-refit is one more training of the seed, with the run settings of :func:`refit_settings`.
+training ended. The sweep (``fusion_rank``) evaluates the best checkpoint with each scorer on
+the validation split for every alpha (x repeat boost for the rules); the chosen (scorer, point)
+and alpha = 0 are tested. The refit is one more training of the seed, with the run settings of
+:func:`refit_settings`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from pathlib import Path
 from typing import Mapping
 
 from recbole_srgnn.errors import InputError
-from recbole_srgnn.experiments.fusion_plan import FusionPlan, point_text
-from recbole_srgnn.experiments.fusion_rank import Ranking, best_point, grid
+from recbole_srgnn.experiments.fusion_plan import RULES, FusionPlan, point_text
+from recbole_srgnn.experiments.fusion_rank import (
+    Ranking,
+    best_per_scorer,
+    best_point,
+    scorer_grid,
+    scorer_of,
+)
 from recbole_srgnn.files import atomic_outputs, held_elsewhere
 
 
@@ -100,18 +107,28 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     train_seconds = trained.get("seconds_total")
     ranking = Ranking(plan, [trained["checkpoint"]])
     metric = ranking.metric
-    boosts = plan.repeat_boosts or [ranking.rules.repeat_boost]
-    sweep = ranking.sweep(grid(plan.alphas, boosts), say, prefix="    ")
+    boosts = plan.repeat_boosts or ([ranking.rules.repeat_boost] if ranking.rules else [])
+    sweep = ranking.sweep(scorer_grid(plan, boosts), say, prefix="    ")
     best = best_point(sweep, metric)
-    test_plain, test_fused = ranking.tested((best["alpha"], best["repeat_boost"]))
-    say(f"    chose {point_text(best['alpha'], best['repeat_boost'])} on validation; test {metric}: "
-        f"{test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}", flush=True)
-    return {
+    chosen = scorer_of(best)
+    named = chosen if ranking.named else None
+    test_plain, test_fused = ranking.tested((best["alpha"], best["repeat_boost"]), chosen)
+    say(f"    chose {point_text(best['alpha'], best['repeat_boost'], named)} on validation; "
+        f"test {metric}: {test_plain[metric]:.4f} (alpha 0) -> {test_fused[metric]:.4f}",
+        flush=True)
+    record = {
         "seed": seed,
         "valid_metric": metric,
         "chosen_alpha": best["alpha"],
         "chosen_repeat_boost": best["repeat_boost"],
-        "rules": {"rule_steps": ranking.rules.steps, "rule_repeat_boost": boosts},
+    }
+    if ranking.rules is not None:
+        record["rules"] = {"rule_steps": ranking.rules.steps, "rule_repeat_boost": boosts}
+    if ranking.named:
+        record["chosen_scorer"] = chosen
+        record["scorers"] = scorer_summary(plan, sweep, metric)
+    return {
+        **record,
         "sweep": sweep,
         "test_plain": test_plain,
         "test_fused": test_fused,
@@ -132,11 +149,28 @@ def run_seed(plan: FusionPlan, seed: int, scratch: Path, *, progress: bool = Tru
     }
 
 
+def scorer_summary(plan: FusionPlan, sweep, metric: str) -> list[dict]:
+    """Per scorer of the config: its options, alphas and best validation row (for the report)."""
+    from recbole_srgnn.model.scorers import full_options
+
+    best = best_per_scorer(sweep, metric)
+    summary = []
+    for spec in plan.scorer_specs():
+        row = best.get(spec.name)
+        summary.append({
+            "name": spec.name, "alphas": plan.alphas_of(spec),
+            "options": {} if spec.name == RULES else full_options(spec.name, spec.options),
+            "best_valid": None if row is None else row["valid"][metric],
+            "best_alpha": None if row is None else row["alpha"],
+            "best_repeat_boost": None if row is None else row["repeat_boost"]})
+    return summary
+
+
 def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bool = True) -> dict:
     """Train the seed's final fit (:func:`refit_settings`), then test it alone and with the
-    rules at the alpha and repeat boost its validation sweep chose. Nothing is chosen here: the
-    validation cases are training data now. The rules come from the same training + validation
-    cases."""
+    scorer at the alpha (and repeat boost) its validation sweep chose. Nothing is chosen here:
+    the validation cases are training data now. The scorer comes from the same training +
+    validation cases."""
     import torch
 
     if plan.threads:
@@ -145,9 +179,11 @@ def refit_seed(plan: FusionPlan, record: Mapping, scratch: Path, *, progress: bo
     settings = refit_settings(record)
     epochs = settings["epochs"]
     trained = train_seed(plan, record["seed"], scratch, say, refit=settings)
-    ranking = Ranking(plan, [trained["checkpoint"]])
+    chosen = scorer_of(record)
+    ranking = Ranking(plan, [trained["checkpoint"]],
+                      scorers=None if plan.scorers is None else [chosen] if chosen else [])
     test_plain, test_fused = ranking.tested((record["chosen_alpha"],
-                                             record.get("chosen_repeat_boost")))
+                                             record.get("chosen_repeat_boost")), chosen)
     metric = record["valid_metric"]
     say(f"    refit on train + valid ({epochs} epochs): test {metric} {test_plain[metric]:.4f} "
         f"(alpha 0) -> {test_fused[metric]:.4f}", flush=True)

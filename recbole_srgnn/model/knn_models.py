@@ -1,7 +1,7 @@
 """The nearest-neighbour baselines SKNN, V-SKNN, STAN and V-STAN as RecBole models.
 
-Each is a configuration of :class:`~recbole_srgnn.model.knn.KnnScorer` (formulas in
-:mod:`recbole_srgnn.model.knn`): SKNN (Jannach & Ludewig, RecSys 2017: binary cosine),
+Each is a configuration of :class:`~recbole_srgnn.nn_knn.KnnScorer` (formulas in
+:mod:`recbole_srgnn.nn_knn`): SKNN (Jannach & Ludewig, RecSys 2017: binary cosine),
 V-SKNN (Ludewig & Jannach, UMUAI 2018: linearly position-weighted dot product, neighbours weighted
 by how recently the shared item was clicked, IDF weighting), STAN (Garg et al., SIGIR 2019:
 decays λ1 over the current session's positions, λ2 over the neighbour's age, λ3 over an item's
@@ -22,7 +22,33 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import Tensor, nn
 
-from .knn import KnnOptions, KnnScorer
+from ..nn_knn import KnnOptions, KnnScorer
+
+
+def scorer_of_split(model: SequentialRecommender, dataset, time_field: str | None,
+                    options: KnnOptions, what: str = "a kNN scorer") -> KnnScorer:
+    """The :class:`KnnScorer` of a RecBole training split ``dataset`` (its session, prefix,
+    target and, if present, ``time_field`` columns), with ``model``'s field names."""
+    feat = dataset.inter_feat
+    if model.USER_ID not in feat:
+        raise ValueError(f"{what} needs the session field {model.USER_ID} in the training split")
+    time = torch.as_tensor(feat[time_field]) if time_field and time_field in feat else None
+    return KnnScorer.from_cases(
+        torch.as_tensor(feat[model.USER_ID]), torch.as_tensor(feat[model.ITEM_SEQ]),
+        torch.as_tensor(feat[model.ITEM_SEQ_LEN]), torch.as_tensor(feat[model.ITEM_ID]),
+        time, model.n_items, options)
+
+
+def variant_options(model_class: type["KnnRecommender"], values: dict[str, Any]) -> KnnOptions:
+    """The options of ``model_class`` (SKNN, ...) with ``values`` over its configurable defaults;
+    ValueError (one line) for a key it does not have or a value out of range."""
+    unknown = sorted(set(values) - set(model_class.KEYS))
+    if unknown:
+        raise ValueError(f"{model_class.__name__} has no option {', '.join(unknown)} "
+                         f"(options: {', '.join(model_class.KEYS)})")
+    options = KnnOptions(**model_class.FIXED, **{**model_class.KEYS, **values})
+    options.check()
+    return options
 
 
 class KnnRecommender(SequentialRecommender):
@@ -37,16 +63,8 @@ class KnnRecommender(SequentialRecommender):
                   for key, default in self.KEYS.items()}
         options = KnnOptions(**self.FIXED, **values)
         options.check()  # before the index is built
-        feat = dataset.inter_feat
-        if self.USER_ID not in feat:
-            raise ValueError(f"{type(self).__name__} needs the session field {self.USER_ID} "
-                             "in the training split")
-        time_field = config["TIME_FIELD"]
-        time = torch.as_tensor(feat[time_field]) if time_field and time_field in feat else None
-        self.knn = KnnScorer.from_cases(
-            torch.as_tensor(feat[self.USER_ID]), torch.as_tensor(feat[self.ITEM_SEQ]),
-            torch.as_tensor(feat[self.ITEM_SEQ_LEN]), torch.as_tensor(feat[self.ITEM_ID]),
-            time, self.n_items, options)
+        self.knn = scorer_of_split(self, dataset, config["TIME_FIELD"], options,
+                                   type(self).__name__)
         self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:

@@ -1,8 +1,11 @@
 """Session-based nearest neighbours (SKNN, V-SKNN, STAN, V-STAN) as one batched tensor scorer.
 
+Plain torch (no RecBole): the RecBole models (:mod:`recbole_srgnn.model.knn_models`), the fusion
+runner and model bundles (:class:`KnnNetwork`, the index as ``state_dict`` tensors) share it.
+
 For a current session (prefix) ``x_1..x_L`` with distinct items ``Q`` and ``p(i)`` the last
 (1-based) position of item ``i`` in it, and a training session ``n`` (distinct items ``I_n``,
-``q_n(i)`` the last position of ``i`` in ``n``, see :mod:`recbole_srgnn.model.knn_index`):
+``q_n(i)`` the last position of ``i`` in ``n``, see :mod:`recbole_srgnn.knn_index`):
 
 * **weights of the current session's items** ``w(i)``: 1 (SKNN); ``p(i)/L`` (V-SKNN's linear
   "div" weights); ``exp((p(i) - L) / λ1)`` (STAN, V-STAN; ``λ1`` = ``lambda_spw``);
@@ -149,13 +152,15 @@ class KnnScorer(nn.Module):
     from the training split, never stored in a checkpoint) so that ``.to(device)`` moves them.
     """
 
+    persistent = False  # KnnNetwork: True (the index is a bundle's weights)
+
     def __init__(self, index: SessionIndex, n_items: int, options: KnnOptions) -> None:
         super().__init__()
         options.check()
         self.options, self.n_items = options, n_items
         self.fields = [field.name for field in dataclasses.fields(SessionIndex)]
         for name in self.fields:
-            self.register_buffer(name, getattr(index, name), persistent=False)
+            self.register_buffer(name, getattr(index, name), persistent=self.persistent)
 
     @classmethod
     def from_cases(cls, session: Tensor, item_seq: Tensor, item_seq_len: Tensor, target: Tensor,
@@ -253,3 +258,43 @@ class KnnScorer(nn.Module):
         if opt.lambda_idf > 0:
             contribution = contribution * (1.0 + opt.lambda_idf * index.idf[items])
         out.index_put_((g_case[owner], items), contribution.float(), accumulate=True)
+
+
+class KnnNetwork(KnnScorer):
+    """A :class:`KnnScorer` whose index is its ``state_dict`` (a model bundle's scorer).
+
+    The constructor arguments (:meth:`options_of` of a built scorer) are the options and the
+    index's sizes, so loading fills zero tensors of the right shapes and needs no dataset.
+    """
+
+    persistent = True
+
+    def __init__(self, n_items: int, n_sessions: int, n_session_items: int, n_item_sessions: int,
+                 **options) -> None:
+        if min(n_sessions, n_session_items, n_item_sessions) < 0 or n_items < 2:
+            raise ValueError("n_items must be >= 2 and the index sizes >= 0")
+        long, real = torch.long, torch.float64
+        index = SessionIndex(
+            sess_ptr=torch.zeros(n_sessions + 1, dtype=long),
+            sess_item=torch.zeros(n_session_items, dtype=long),
+            sess_pos=torch.zeros(n_session_items, dtype=long),
+            sess_size=torch.zeros(n_sessions, dtype=long),
+            sess_age=torch.zeros(n_sessions, dtype=real),
+            item_ptr=torch.zeros(n_items + 1, dtype=long),
+            item_sess=torch.zeros(n_item_sessions, dtype=long),
+            item_pos=torch.zeros(n_item_sessions, dtype=long),
+            idf=torch.zeros(n_items, dtype=real))
+        super().__init__(index, int(n_items), KnnOptions(**options))
+
+    @staticmethod
+    def options_of(scorer: KnnScorer) -> dict:
+        """The constructor arguments of the network that scores as ``scorer`` does."""
+        return {"n_items": int(scorer.n_items), "n_sessions": int(scorer.sess_size.numel()),
+                "n_session_items": int(scorer.sess_item.numel()),
+                "n_item_sessions": int(scorer.item_sess.numel()),
+                **dataclasses.asdict(scorer.options)}
+
+    @staticmethod
+    def tensors_of(scorer: KnnScorer) -> dict[str, Tensor]:
+        """``scorer``'s index tensors by their ``state_dict`` names."""
+        return {name: getattr(scorer, name) for name in scorer.fields}
