@@ -452,6 +452,18 @@ def test_report_has_best_config_test_metrics_and_overhead(search):
     assert Path(best_test["checkpoint"]).is_file()
 
 
+def test_the_best_checkpoint_exports_as_a_bundle(search, tmp_path):
+    from recbole_srgnn import Recommender, cli
+
+    _, out = search
+    best_test = json.loads((out / "best_test.json").read_text())
+    assert cli.main(["export", "--checkpoint", best_test["checkpoint"], "--output",
+                     str(tmp_path / "bundle"), "--quiet"]) == 0
+    rec = Recommender.load(tmp_path / "bundle")
+    assert rec.bundle.metadata["model"] == "SRGNN"
+    assert len(rec.recommend([rec.items[1], rec.items[2]], k=5)) == 5
+
+
 def test_second_search_in_the_same_output_is_refused(search, capsys):
     _, out = search
     assert cli.main([f"--output={out}", "--space=recbole_srgnn/properties/tune/SRGNN.yaml"]) == 2
