@@ -260,6 +260,7 @@ def workdir(tmp_path_factory):
     ("SRGNN", "--num_negatives=2.5", "num_negatives must be an integer >= 1"),
     ("LastItem", "--sample_alpha=-0.5", "sample_alpha must be a number >= 0, got -0.5"),
     ("GRU4Rec", "--loss_type=SSM", "loss_type SSM (sampled softmax) is for the SessionScorer"),
+    ("SRGNN", "--loss_type=ssm", "loss_type must be written in capitals (CE, BPR or SSM)"),
 ])
 def test_bad_options_are_one_line_before_any_work(workdir, capsys, monkeypatch, model, option,
                                                   needle):
@@ -361,3 +362,26 @@ def test_a_state_from_before_the_ssm_keys_resumes_a_ce_run(workdir, monkeypatch)
     torch.save(saved, state)
     resumed = run_in_process(workdir, "ce-resumed", resume_file=state)
     assert resumed["training_parts"] == 2
+
+
+def test_ssm_speed_benchmark_smoke(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "benchmarks.ssm", "--batches", "2", "--warmup", "1",
+               "--rounds", "1", "--batch_size", "32", "--embedding_size", "8",
+               "--synthetic_events", "6000", "--negatives", "16", "100000",
+               "--data_path", str(tmp_path / "dataset"), "--out", str(out), "--threads", "1"]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "ssm_speed.json").read_text())
+    rows = {r["variant"]: r for r in report["results"]}
+    assert list(rows) == ["CE", "SSM 16", "SSM 100000"]
+    assert all(r["cases"] == 2 * 32 and r["sequences_per_second"] > 0 for r in rows.values())
+    assert rows["SSM 16"]["num_negatives_used"] == 16
+    assert rows["SSM 100000"]["num_negatives_used"] == rows["CE"]["num_items"] - 1  # clamped
+    assert "| SSM 16 | 16 | 16 |" in (out / "ssm_speed.md").read_text()
+    assert not [p for p in out.iterdir() if p.name not in ("ssm_speed.json", "ssm_speed.md")]

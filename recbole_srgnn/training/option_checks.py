@@ -298,9 +298,14 @@ def check_layers(
 
 
 def _check_loss_type(loss_type: Any, model_class: type) -> None:
-    """The sampled softmax exists for the models that list it in ``loss_types`` (SRGNN,
-    LastItem); RecBole's own models know CE and BPR only."""
-    if not isinstance(loss_type, str) or loss_type.upper() != "SSM":
+    """``loss_type`` as written (capitals: RecBole and the models compare it so), and SSM only
+    for the models that list it in ``loss_types`` (SRGNN, LastItem); RecBole's know CE, BPR."""
+    if not isinstance(loss_type, str):
+        return
+    if loss_type != loss_type.upper():  # RecBole and the models compare it as written
+        raise InputError(f"loss_type must be written in capitals (CE, BPR or SSM), got "
+                         f"{loss_type!r}")
+    if loss_type != "SSM":
         return
     if "SSM" not in getattr(model_class, "loss_types", ()):
         raise InputError(f"loss_type SSM (sampled softmax) is for the SessionScorer models "
