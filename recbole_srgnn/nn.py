@@ -150,20 +150,53 @@ class SRGNN(nn.Module):
             scores = self.add_repeat_bias(scores, graphs, item_seq_len)
         return scores
 
-    def add_repeat_bias(self, scores: Tensor, graphs: SessionGraphs,
-                        item_seq_len: Tensor) -> Tensor:
-        """``scores`` plus ``b_r`` for each item of a session, ``r`` = clicks since last seen."""
+    def score_items(self, item_seq: Tensor, item_seq_len: Tensor, items: Tensor) -> Tensor:
+        """``[B, C]``: the columns ``items`` (``[C]`` ids, repeats allowed) of :meth:`forward`,
+        from those items' rows of the table alone (the sampled softmax's candidates)."""
+        graphs = build_session_graphs(item_seq, item_seq_len, num_items=self.n_items)
+        rows = self.item_embedding(items)
+        if self.norm_scale:
+            rows = F.normalize(rows, dim=-1)
+        scores = self.encode_graphs(graphs) @ rows.t()
+        if self.norm_scale:
+            scores = self.norm_scale * scores
+        if self.repeat_bias is not None:
+            scores = self.add_repeat_bias(scores, graphs, item_seq_len, items)
+        return scores
+
+    def node_bonus(self, graphs: SessionGraphs, item_seq_len: Tensor) -> Tensor:
+        """``[num_nodes]`` repeat bias ``b_r`` of each (session, item) node."""
         lengths = item_seq_len.long().view(-1)
         row_start = torch.cumsum(lengths, 0) - lengths
-        position = torch.arange(graphs.position_node.numel(), device=scores.device)
+        position = torch.arange(graphs.position_node.numel(), device=lengths.device)
         offset = position - row_start[graphs.position_session]
         recency = lengths[graphs.position_session] - 1 - offset
         node_recency = scatter(
             recency, graphs.position_node, dim=0, dim_size=graphs.num_nodes, reduce="min"
         )
-        bonus = self.repeat_bias[node_recency.clamp(max=self.repeat_recency - 1)]
-        # each (session, item) node is unique, so no two updates hit the same score
-        return scores.index_put((graphs.node_session, graphs.node_item), bonus, accumulate=True)
+        return self.repeat_bias[node_recency.clamp(max=self.repeat_recency - 1)]
+
+    def add_repeat_bias(self, scores: Tensor, graphs: SessionGraphs, item_seq_len: Tensor,
+                        items: Tensor | None = None) -> Tensor:
+        """``scores`` plus ``b_r`` for each item of a session, ``r`` = clicks since last seen.
+
+        ``scores`` has a column per item id, or, with ``items`` (``[C]``), one per entry of
+        ``items``: each node's bonus then goes to every column holding its item."""
+        bonus = self.node_bonus(graphs, item_seq_len)
+        if items is None:
+            # each (session, item) node is unique, so no two updates hit the same score
+            return scores.index_put((graphs.node_session, graphs.node_item), bonus,
+                                    accumulate=True)
+        ordered, order = items.sort()
+        low = torch.searchsorted(ordered, graphs.node_item)
+        hits = torch.searchsorted(ordered, graphs.node_item, right=True) - low  # [num_nodes]
+        node = torch.repeat_interleave(torch.arange(hits.numel(), device=hits.device), hits)
+        first = torch.cumsum(hits, 0) - hits
+        within = torch.arange(node.numel(), device=hits.device) - first[node]
+        column = order[low[node] + within]
+        # a node's columns are distinct and nodes are unique (session, item) pairs
+        return scores.index_put((graphs.node_session[node], column), bonus[node],
+                                accumulate=True)
 
 
 class LastItem(nn.Module):

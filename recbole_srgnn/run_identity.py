@@ -33,6 +33,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "lr_scheduler": "step",   # the plugin models' schedule was the paper's step decay
     "lr_decay_restore_best": False,  # plateau decay first went on from the current weights
     "lr_decay_updates": 0,    # plateau decay first waited for the validation alone
+    "num_negatives": 2048,    # loss_type SSM's settings (the sampled softmax came later)
+    "sample_alpha": 0.75,
 }
 
 # setting -> the value the model defaults gave every state written while the setting existed

@@ -23,7 +23,8 @@ class SRGNN(SessionScorer):
 
     Config keys (defaults in ``recbole_srgnn/properties/model/SRGNN.yaml``): ``embedding_size``, ``step``,
     ``readout`` (``hybrid`` = the paper, ``global``, ``last``), ``embedding_dropout``,
-    ``hidden_dropout``, ``loss_type`` (``CE`` or ``BPR``).
+    ``hidden_dropout``, ``loss_type`` (``CE``, ``BPR`` or ``SSM``: the sampled softmax, with
+    ``num_negatives`` and ``sample_alpha``).
 
     Options beyond the paper (off by default, so the default model stays faithful):
 
@@ -85,3 +86,7 @@ class SRGNN(SessionScorer):
     def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         """``[B, n_items]`` scores (logits) of every item, with the options' scaling and biases."""
         return self.network(item_seq, item_seq_len)
+
+    def candidate_scores(self, item_seq: Tensor, item_seq_len: Tensor, items: Tensor) -> Tensor:
+        """The columns ``items`` of :meth:`full_scores`, from those items' rows alone."""
+        return self.network.score_items(item_seq, item_seq_len, items)

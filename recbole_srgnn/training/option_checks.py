@@ -103,7 +103,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_decay_rate": _number_in(0, 1, low_open=True),
     "lr_scheduler": _choice("plateau", "step", "none"),
     "learner": _choice("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam"),
-    "loss_type": _choice("CE", "BPR"),
+    "loss_type": _choice("CE", "BPR", "SSM"),  # SSM: only models that list it (check_layers)
+    "num_negatives": _int_at_least(1),
+    "sample_alpha": _number_in(0),
     "readout": _choice("hybrid", "global", "last"),
     "embedding_dropout": _number_in(0, 1, high_open=True),
     "hidden_dropout": _number_in(0, 1, high_open=True),
@@ -292,3 +294,19 @@ def check_layers(
     for _, layer in user:
         settings.update(layer)
     check_options(user, defaults, known, settings, warn=warn)
+    _check_loss_type(settings.get("loss_type"), model_class)
+
+
+def _check_loss_type(loss_type: Any, model_class: type) -> None:
+    """``loss_type`` as written (capitals: RecBole and the models compare it so), and SSM only
+    for the models that list it in ``loss_types`` (SRGNN, LastItem); RecBole's know CE, BPR."""
+    if not isinstance(loss_type, str):
+        return
+    if loss_type != loss_type.upper():  # RecBole and the models compare it as written
+        raise InputError(f"loss_type must be written in capitals (CE, BPR or SSM), got "
+                         f"{loss_type!r}")
+    if loss_type != "SSM":
+        return
+    if "SSM" not in getattr(model_class, "loss_types", ()):
+        raise InputError(f"loss_type SSM (sampled softmax) is for the SessionScorer models "
+                         f"(SRGNN, LastItem), not {model_class.__name__}")

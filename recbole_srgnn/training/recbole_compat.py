@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import recbole.trainer.trainer as recbole_trainer_module
 import torch
 from recbole.config import Config
+from recbole.utils import InputType
 
 # ---------------------------------------------------------------------------------------------
 # 1. Autograd anomaly detection switched on by an import (docs/design.md §4.1)
@@ -124,3 +125,11 @@ class LayeredConfig(Config):
 
     def _load_cmd_line(self):
         return {}
+
+    def _set_default_parameters(self):
+        # RecBole derives the input type from loss_type and knows CE and BPR only; the sampled
+        # softmax (SSM) reads the same point-wise (prefix, target) batches as CE. Removable when
+        # RecBole's Config sets MODEL_INPUT_TYPE for a loss_type it does not know.
+        super()._set_default_parameters()
+        if self.final_config_dict.get("loss_type") == "SSM":
+            self.final_config_dict.setdefault("MODEL_INPUT_TYPE", InputType.POINTWISE)
