@@ -11,7 +11,7 @@ from typing import Any
 from recbole_srgnn.json_safe import finite_or_none
 from recbole_srgnn.tune.records import SUMMARY_FILE, append_event, error_line, find_checkpoint
 from recbole_srgnn.tune.space import Space, clean_value
-from recbole_srgnn.tune.trial import METRIC
+from recbole_srgnn.tune.trial import METRIC, NODE_KEY
 
 
 def make_callback(metric_label: str, space: Space, finished_before: int = 0):
@@ -50,7 +50,8 @@ def make_callback(metric_label: str, space: Space, finished_before: int = 0):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._event(trial, "result", epoch=result.get("epoch"),
-                        valid_score=result.get("valid_score"), best=result.get(METRIC))
+                        valid_score=result.get("valid_score"), best=result.get(METRIC),
+                        node_id=result.get(NODE_KEY), node_ip=result.get("node_ip"))
             seconds = result.get("time_this_iter_s")
             took = f", {seconds:.0f} s" if isinstance(seconds, (int, float)) else ""
             print(f"    trial {trial.trial_id} epoch {result.get('epoch')}: valid {metric_label} "
