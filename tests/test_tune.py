@@ -336,6 +336,26 @@ def test_trials_csv_names_the_node_of_each_trial(tmp_path):
         ("n1", "10.0.0.1"), ("n2", "10.0.0.2"), ("", "")]
 
 
+def test_a_trial_that_cannot_see_the_search_folder_says_so(tmp_path):
+    """On a cluster whose nodes do not share --output, the trial's error names the cause."""
+    from recbole_srgnn.tune import progress
+    from recbole_srgnn.tune.trial import require_shared_output
+
+    require_shared_output(None, "10.0.0.2")
+    cache = tmp_path / "dataset_cache" / "d.pth"
+    cache.parent.mkdir()
+    cache.write_bytes(b"")
+    require_shared_output(str(cache), "10.0.0.2")
+    with pytest.raises(FileNotFoundError, match=r"not on this Ray node \(10\.0\.0\.2\).*--output"):
+        require_shared_output(str(tmp_path / "elsewhere.pth"), "10.0.0.2")
+
+    class Trial:  # what the driver's callback sees of a failed remote trial
+        local_path = str(tmp_path / "no-such-trial-folder")
+        error_msg = "Traceback (most recent call last):\n  File x\nFileNotFoundError: not here\n"
+
+    assert progress.trial_error_line(Trial()) == "FileNotFoundError: not here"
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end with Ray (one local Ray for the module)
 # ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def make_callback(metric_label: str, space: Space, finished_before: int = 0):
             self._print(trial, state)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = _error_line(trial)
+            error = trial_error_line(trial)
             self._event(trial, "error", error=error, checkpoint=find_checkpoint(Path(trial.local_path)))
             self._print(trial, f"FAILED: {error} (see {trial.local_path}/error.txt)")
 
@@ -103,7 +103,11 @@ def _short_value(value: Any) -> str:
     return str(value)
 
 
-def _error_line(trial) -> str:
-    """The failed trial's exception in one line: from the trial's own note, else Ray's."""
-    return error_line(trial.local_path) or " ".join(
-        str(getattr(trial, "error_msg", None) or "error (see error.txt)").split())[:300]
+def trial_error_line(trial) -> str:
+    """The failed trial's exception in one line: from the trial's own note, else the last line
+    of Ray's message (the exception; a trial on a node that does not share the search folder
+    leaves no note the driver can read)."""
+    lines = [line for line in str(getattr(trial, "error_msg", None) or "").splitlines()
+             if line.strip()]
+    return error_line(trial.local_path) or (
+        " ".join(lines[-1].split())[:300] if lines else "error (see error.txt)")
