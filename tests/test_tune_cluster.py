@@ -6,10 +6,14 @@ trial: two trials run at once, one per node. trials.csv must name two different 
 search's outputs are there. A second test (``slow``: one more search) checks that the results
 equal those of the same search on one machine (trials are seeded).
 
-Only this test's Ray processes are stopped at the end, found by their session name (each node's
-processes carry it) and the head's port; ``ray stop`` is not used: it would stop every Ray on the
-machine. Ray 2.6's ``ray start`` replaces 127.0.0.1 by this machine's own address, so the nodes
-register with that address (``node_ip`` in trials.csv); nothing leaves the machine.
+Loopback only: Ray 2.6's ``ray start`` replaces 127.0.0.1 by the address of the machine's route
+to the outside, and its servers listen on every interface. So the nodes, their workers and the
+search all run inside a network namespace made for the test (``unshare --net``, joined with
+``nsenter``), where loopback is the only interface: Ray falls back to 127.0.0.1 (``node_ip`` in
+trials.csv says so) and nothing can reach another address. Without the permission to make one
+(root, ``unshare``, ``nsenter``, ``ip``) the tests skip. Only this test's Ray processes are
+stopped at the end, found by their session name and the head's port (``ray stop`` would stop
+every Ray on the machine), and then the namespace's holder process.
 """
 
 from __future__ import annotations
@@ -55,9 +59,40 @@ def _env(ray_tmp: Path) -> dict:
     return env
 
 
-def _ray(args: list[str], env: dict) -> None:
-    proc = subprocess.run([str(RAY), *args], env=env, capture_output=True, text=True,
-                          timeout=180)
+class LoopbackNamespace:
+    """A network namespace with only loopback, held by a sleeping process; ``prefix`` runs a
+    command inside it."""
+
+    def __init__(self) -> None:
+        tools = [shutil.which(tool) for tool in ("unshare", "nsenter", "ip")]
+        if not all(tools) or os.geteuid() != 0:
+            pytest.skip("needs root with unshare, nsenter and ip: a loopback-only network "
+                        "namespace keeps the test's Ray cluster off every other address")
+        self.holder = subprocess.Popen(
+            [tools[0], "--net", "sh", "-c", "ip link set lo up && exec sleep 3600"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.prefix = [tools[1], f"--net=/proc/{self.holder.pid}/ns/net"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.holder.poll() is not None:
+                pytest.skip(f"cannot make a network namespace: {self.holder.stderr.read()}")
+            shown = subprocess.run([*self.prefix, tools[2], "-brief", "address"],
+                                   capture_output=True, text=True)
+            interfaces = [line.split()[0] for line in shown.stdout.splitlines() if line.strip()]
+            if shown.returncode == 0 and interfaces == ["lo"] and "127.0.0.1" in shown.stdout:
+                return
+            time.sleep(0.1)
+        self.close()
+        pytest.skip("the test's network namespace did not come up with loopback only")
+
+    def close(self) -> None:
+        self.holder.kill()
+        self.holder.wait()
+
+
+def _ray(args: list[str], env: dict, netns: LoopbackNamespace) -> None:
+    proc = subprocess.run([*netns.prefix, str(RAY), *args], env=env, capture_output=True,
+                          text=True, timeout=180)
     assert proc.returncode == 0, f"ray {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
 
 
@@ -99,11 +134,12 @@ def _session_name(temp_dir: Path) -> str | None:
 
 
 def _search(output: Path, data: Path, space: Path, extra: list[str], env: dict,
-            cwd: Path) -> subprocess.CompletedProcess:
+            cwd: Path, netns: LoopbackNamespace) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "recbole_srgnn.tune", "--model=GRU4Rec", "--dataset=tinytune",
             f"--space={space}", f"--num_samples={NUM_TRIALS}", "--max_epochs=1",
             "--scheduler=fifo", f"--output={output}", f"--data_path={data}", *TINY, *extra]
-    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*netns.prefix, *argv], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -116,6 +152,7 @@ def cluster_search():
     """The search on a two-node cluster started (and stopped) here; the folder for the rest."""
     if not RAY.is_file():
         pytest.skip(f"no ray command next to {sys.executable}")
+    netns = LoopbackNamespace()
     # short: Ray's socket paths live under it (Unix sockets allow ~107 characters)
     root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     temp_dir = root / "head"  # the head's session files; the second node's go to root/t/ray
@@ -133,16 +170,19 @@ def cluster_search():
         _ray(["start", "--head", f"--port={port}", "--include-dashboard=false",
               f"--temp-dir={temp_dir}", f"--ray-client-server-port={_free_port()}",
               f"--dashboard-port={_free_port()}",
-              f"--dashboard-agent-listen-port={_free_port()}", *node], env)
+              f"--dashboard-agent-listen-port={_free_port()}", *node], env, netns)
         session = _session_name(temp_dir)
         _ray(["start", f"--address=127.0.0.1:{port}",
-              f"--dashboard-agent-listen-port={_free_port()}", *node], env)
+              f"--dashboard-agent-listen-port={_free_port()}", *node], env, netns)
         proc = _search(work / "cluster", work / "data", space,
-                       [f"--address=127.0.0.1:{port}"], env, work)
+                       [f"--address=127.0.0.1:{port}"], env, work, netns)
     finally:
         _stop(session, port)
-    yield {"proc": proc, "work": work, "space": space, "env": env}
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield {"proc": proc, "work": work, "space": space, "env": env, "netns": netns}
+    finally:
+        netns.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_search_on_two_nodes_runs_trials_on_both(cluster_search):
@@ -153,7 +193,7 @@ def test_search_on_two_nodes_runs_trials_on_both(cluster_search):
     assert len(rows) == NUM_TRIALS
     assert all(row["status"] == "completed" for row in rows)
     assert len({row["node_id"] for row in rows}) == 2  # both nodes ran trials
-    assert all(row["node_ip"] for row in rows)
+    assert {row["node_ip"] for row in rows} == {"127.0.0.1"}  # loopback only
     for name in ("best.yaml", "best_test.json", "report.md", "valid_curves.png"):
         assert (out / name).is_file(), name
     best = max(rows, key=lambda row: float(row["best_valid_score"]))
@@ -170,7 +210,7 @@ def test_cluster_results_equal_one_machine(cluster_search):
     work, env = cluster_search["work"], cluster_search["env"]
     assert cluster_search["proc"].returncode == 0
     local = _search(work / "local", work / "data", cluster_search["space"], ["--num_cpus=1"],
-                    env, work)
+                    env, work, cluster_search["netns"])
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
     cluster, alone = _rows(work / "cluster" / "trials.csv"), _rows(work / "local" / "trials.csv")
     assert len({row["node_id"] for row in alone}) == 1
