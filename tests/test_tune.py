@@ -314,6 +314,48 @@ def test_collect_trials_statuses_and_selection_on_validation(tmp_path):
     assert rows[2]["error"] == "RuntimeError: boom"
 
 
+def test_trials_csv_names_the_node_of_each_trial(tmp_path):
+    """The node in a trial's reports goes to trials.csv; a restarted trial keeps its last node."""
+    exp = _events(tmp_path, [
+        {"event": "start", "trial_id": "a", "time": 0.0},
+        {"event": "result", "trial_id": "a", "time": 1.0, "epoch": 1, "valid_score": 0.2,
+         "node_id": "n1", "node_ip": "10.0.0.1"},
+        {"event": "complete", "trial_id": "a", "time": 2.0, "summary": None},
+        {"event": "start", "trial_id": "b", "time": 0.0},
+        {"event": "result", "trial_id": "b", "time": 1.0, "epoch": 1, "valid_score": 0.3,
+         "node_id": "n1", "node_ip": "10.0.0.1"},
+        {"event": "start", "trial_id": "b", "time": 3.0},  # --resume: started again elsewhere
+        {"event": "result", "trial_id": "b", "time": 4.0, "epoch": 1, "valid_score": 0.3,
+         "node_id": "n2", "node_ip": "10.0.0.2"},
+        {"event": "start", "trial_id": "c", "time": 0.0},
+        {"event": "error", "trial_id": "c", "time": 1.0, "error": "E: before any report"},
+    ])
+    records = tune_records.collect_trials(exp)
+    rows = list(csv.DictReader(tune_report.trials_csv_text(records, [], "MRR@10").splitlines()))
+    assert [(row["node_id"], row["node_ip"]) for row in rows] == [
+        ("n1", "10.0.0.1"), ("n2", "10.0.0.2"), ("", "")]
+
+
+def test_a_trial_that_cannot_see_the_search_folder_says_so(tmp_path):
+    """On a cluster whose nodes do not share --output, the trial's error names the cause."""
+    from recbole_srgnn.tune import progress
+    from recbole_srgnn.tune.trial import require_shared_output
+
+    require_shared_output(None, "10.0.0.2")
+    cache = tmp_path / "dataset_cache" / "d.pth"
+    cache.parent.mkdir()
+    cache.write_bytes(b"")
+    require_shared_output(str(cache), "10.0.0.2")
+    with pytest.raises(FileNotFoundError, match=r"not on this Ray node \(10\.0\.0\.2\).*--output"):
+        require_shared_output(str(tmp_path / "elsewhere.pth"), "10.0.0.2")
+
+    class Trial:  # what the driver's callback sees of a failed remote trial
+        local_path = str(tmp_path / "no-such-trial-folder")
+        error_msg = "Traceback (most recent call last):\n  File x\nFileNotFoundError: not here\n"
+
+    assert progress.trial_error_line(Trial()) == "FileNotFoundError: not here"
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end with Ray (one local Ray for the module)
 # ---------------------------------------------------------------------------------------------
@@ -377,6 +419,7 @@ def test_search_outputs(search):
     assert ok["epochs_run"] == "2" and ok["best_epoch"] in ("1", "2")
     assert 3e-3 <= float(ok["learning_rate"]) <= 1e-2 and ok["step"] in ("1", "2")
     assert ok["valid_metric"] == "MRR@10"
+    assert len(ok["node_id"]) > 8 and ok["node_ip"]  # the Ray node the trial ran on
     assert "test" not in ",".join(rows[0].keys())  # no test metric in the selection table
 
 

@@ -4,7 +4,8 @@ then write the outputs (``finish``).
 How a search runs: the base configuration is checked and a registered dataset built in this
 process first; the dataset is then loaded and split once, into ``DIR/dataset_cache/`` (each trial
 reads that file as its ``prepared_data_path``; removed when the search is over). Ray runs locally
-with the dashboard off and its session files in /tmp/ray, or joins ``--address``; it reuses its
+with the dashboard off and its session files in /tmp/ray (a Ray of its own, even where ``ray
+start`` runs a cluster on the machine), or joins ``--address``; it reuses its
 CPU workers from trial to trial, so a worker imports the libraries and reads the cache only for
 its first trial. Trials' output goes to ``DIR/experiment/<trial>/``, not to the terminal, which
 shows a line per epoch and per finished trial (``progress``). A trial that raises (say, out of
@@ -192,7 +193,8 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
         except ConnectionError as exc:
             raise InputError(f"cannot join the Ray cluster at {address}: {exc}") from None
         return True
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+    # "local": a Ray of its own even where `ray start` left a cluster's address on this machine
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
              object_store_memory=256 * 1024 * 1024, **common)
     return True
 

@@ -11,7 +11,7 @@ from typing import Any
 from recbole_srgnn.json_safe import finite_or_none
 from recbole_srgnn.tune.records import SUMMARY_FILE, append_event, error_line, find_checkpoint
 from recbole_srgnn.tune.space import Space, clean_value
-from recbole_srgnn.tune.trial import METRIC
+from recbole_srgnn.tune.trial import METRIC, NODE_KEY
 
 
 def make_callback(metric_label: str, space: Space, finished_before: int = 0):
@@ -50,7 +50,8 @@ def make_callback(metric_label: str, space: Space, finished_before: int = 0):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self._event(trial, "result", epoch=result.get("epoch"),
-                        valid_score=result.get("valid_score"), best=result.get(METRIC))
+                        valid_score=result.get("valid_score"), best=result.get(METRIC),
+                        node_id=result.get(NODE_KEY), node_ip=result.get("node_ip"))
             seconds = result.get("time_this_iter_s")
             took = f", {seconds:.0f} s" if isinstance(seconds, (int, float)) else ""
             print(f"    trial {trial.trial_id} epoch {result.get('epoch')}: valid {metric_label} "
@@ -77,7 +78,7 @@ def make_callback(metric_label: str, space: Space, finished_before: int = 0):
             self._print(trial, state)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = _error_line(trial)
+            error = trial_error_line(trial)
             self._event(trial, "error", error=error, checkpoint=find_checkpoint(Path(trial.local_path)))
             self._print(trial, f"FAILED: {error} (see {trial.local_path}/error.txt)")
 
@@ -102,7 +103,11 @@ def _short_value(value: Any) -> str:
     return str(value)
 
 
-def _error_line(trial) -> str:
-    """The failed trial's exception in one line: from the trial's own note, else Ray's."""
-    return error_line(trial.local_path) or " ".join(
-        str(getattr(trial, "error_msg", None) or "error (see error.txt)").split())[:300]
+def trial_error_line(trial) -> str:
+    """The failed trial's exception in one line: from the trial's own note, else the last line
+    of Ray's message (the exception; a trial on a node that does not share the search folder
+    leaves no note the driver can read)."""
+    lines = [line for line in str(getattr(trial, "error_msg", None) or "").splitlines()
+             if line.strip()]
+    return error_line(trial.local_path) or (
+        " ".join(lines[-1].split())[:300] if lines else "error (see error.txt)")

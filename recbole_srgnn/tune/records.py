@@ -62,6 +62,8 @@ class TrialRecord:
     started_at: float | None = None                # driver clock
     ended_at: float | None = None
     summary_best_epoch: int | None = None          # the trainer's best epoch (completed trials)
+    node_id: str | None = None                     # the Ray node it ran on (from its reports)
+    node_ip: str | None = None                     # that node's IP
 
     @property
     def overhead_seconds(self) -> float | None:
@@ -145,6 +147,8 @@ def collect_trials(experiment_dir: str | os.PathLike, bigger: bool = True) -> li
         record = records[tid]
         if kind == "result":
             record.curve.append((int(event["epoch"]), event.get("valid_score")))
+            record.node_id = event.get("node_id") or record.node_id
+            record.node_ip = event.get("node_ip") or record.node_ip
         elif kind in ("complete", "error"):
             if started_at.get(tid) is not None and event.get("time") is not None:
                 record.wall_seconds = float(event["time"]) - float(started_at[tid])

@@ -29,7 +29,7 @@ def trials_csv_text(records: list[TrialRecord], param_names: list[str], metric: 
     writer.writerow(
         ["trial_id", "status", *param_names, "valid_metric", "best_valid_score", "best_epoch",
          "epochs_run", "last_valid_score", "wall_seconds", "train_seconds", "overhead_seconds",
-         "error", "trial_dir"]
+         "error", "trial_dir", "node_ip", "node_id"]
     )
     for r in records:
         last = r.curve[-1][1] if r.curve else None
@@ -37,7 +37,7 @@ def trials_csv_text(records: list[TrialRecord], param_names: list[str], metric: 
             [r.trial_id, r.status, *[_cell(r.params.get(name)) for name in param_names], metric,
              _cell(r.best_valid_score), _cell(r.best_epoch), r.epochs_run, _cell(last),
              _cell(r.wall_seconds, 2), _cell(r.train_seconds, 2), _cell(r.overhead_seconds, 2),
-             r.error or "", r.trial_dir]
+             r.error or "", r.trial_dir, r.node_ip or "", r.node_id or ""]
         )
     return buffer.getvalue()
 
@@ -316,7 +316,8 @@ def report_text(
     out.append("")
     out.append("## Files")
     out.append("")
-    out.append("- `trials.csv`: every trial's values, status, best validation score, epochs")
+    out.append("- `trials.csv`: every trial's values, status, best validation score, epochs, "
+               "the Ray node it ran on")
     out.append("- `best.yaml`: the best configuration, for `run.py --config_files`")
     out.append("- `best_test.json`: the test evaluation of the best checkpoint")
     out.append("- `experiment/`: Ray Tune's experiment (resume with `--resume`), one folder per "

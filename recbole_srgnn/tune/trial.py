@@ -3,7 +3,9 @@ trial's sampled values, the validation metric reported to Ray after every epoch,
 
 What a trial writes in its folder: ``starts.txt`` (a line per start), the run's results
 (``pipeline_result.json``), ``summary.json`` once its training finished, ``error_line.txt`` when
-it raised, and its best checkpoint under ``checkpoints/``.
+it raised, and its best checkpoint under ``checkpoints/``. Every report carries ``node_id``, the
+Ray node the trial runs on (Ray adds its IP as ``node_ip``): on a cluster, trials.csv says where
+each one ran. On a cluster the search folder must be one every node sees at the same path.
 """
 
 from __future__ import annotations
@@ -25,16 +27,38 @@ from recbole_srgnn.tune.records import (
 from recbole_srgnn.tune.space import Space
 
 METRIC = "best_valid_score"  # what Ray's scheduler and searcher compare: best so far, per epoch
+NODE_KEY = "node_id"  # the reporting trial's Ray node (hex id), in every report
+
+
+def this_node() -> str:
+    """The id of the Ray node this process runs on (Ray must be initialised)."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def require_shared_output(cache: str | None, node_ip: str) -> None:
+    """The dataset cache the driver wrote must be visible here: on a cluster, ``--output`` is a
+    folder every node mounts at the same path."""
+    if cache and not os.path.exists(cache):
+        raise FileNotFoundError(
+            f"the search's dataset cache {cache} is not on this Ray node ({node_ip}): on a cluster "
+            f"--output must be a folder every node mounts at the same path (docs/design.md, "
+            f"On a Ray cluster)"
+        )
 
 
 def run_trial(params: dict, job: dict) -> None:
     """Train one sampled configuration with the pipeline; report validation every epoch."""
     fn_start = time.time()
+    import ray
     from ray.air import session
 
     trial_dir = Path(session.get_trial_dir())
+    node_id = this_node()
     with open(trial_dir / STARTS_FILE, "a", encoding="utf-8") as handle:
         handle.write(f"{fn_start:.3f} pid={os.getpid()}\n")
+    require_shared_output(job["options"].get("prepared_data_path"), ray.util.get_node_ip_address())
 
     from recbole_srgnn.training.runs import run
 
@@ -61,7 +85,7 @@ def run_trial(params: dict, job: dict) -> None:
         if best["score"] is None or (score > best["score"] if bigger else score < best["score"]):
             best["score"], best["epoch"] = score, epoch
         metrics = {"epoch": epoch, "valid_score": score, METRIC: best["score"],
-                   "best_epoch": best["epoch"]}
+                   "best_epoch": best["epoch"], NODE_KEY: node_id}
         metrics.update({f"valid_{key}": float(value) for key, value in valid_result.items()})
         report_times.append(time.time())
         if epoch >= job["max_epochs"]:
@@ -103,6 +127,7 @@ def run_trial(params: dict, job: dict) -> None:
         "tail_seconds": fn_end - report_times[-1] if report_times else None,
         "checkpoint": results.get("checkpoint"),
         "device": results.get("device"),
+        NODE_KEY: node_id,
         "values": values,
     }
     write_text(trial_dir / SUMMARY_FILE, json.dumps(finite_or_none(summary), indent=2) + "\n")
