@@ -71,7 +71,12 @@ def shared_settings(args, dataset: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # worker: one model on one dataset, in its own process
 # --------------------------------------------------------------------------------------------
-def worker(args) -> dict:
+def timed_training(args, settings: dict):
+    """Build ``args.model`` on ``args.dataset`` with ``settings`` and time ``args.batches``
+    training batches after ``args.warmup`` (data loading, forward, backward, Adam step).
+
+    Returns ``(config, train_data, model, result)``; ``result`` holds the throughput, peak
+    memory and device. Shared by this benchmark and ``benchmarks.ssm``."""
     import torch
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
@@ -81,7 +86,7 @@ def worker(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = ready_config(args.model, args.dataset, config_dict=shared_settings(args, args.dataset))
+    config = ready_config(args.model, args.dataset, config_dict=settings)
     init_seed(config["seed"], False)
     if config["device"].type == "cpu":
         torch.set_flush_denormal(True)
@@ -95,12 +100,11 @@ def worker(args) -> dict:
 
     def batches():
         while True:
-            for interaction in train_data:
-                yield interaction
+            yield from train_data
 
     stream = batches()
     cases = 0
-    start = None
+    start = 0.0
     for index in range(args.warmup + args.batches):
         if index == args.warmup:
             synchronize()
@@ -126,6 +130,11 @@ def worker(args) -> dict:
     }
     if config["device"].type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 1024**2
+    return config, train_data, model, result
+
+
+def worker(args) -> dict:
+    config, train_data, _, result = timed_training(args, shared_settings(args, args.dataset))
     if args.model == "SRGNN":
         result["graph_builder"] = time_graph_builders(config, train_data, args)
     return result

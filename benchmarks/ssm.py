@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchmarks.speed import machine, shared_settings
+from benchmarks.speed import machine, shared_settings, timed_training
 from benchmarks.team_data import use_team_data
 from recbole_srgnn.errors import OneLineArgumentParser, cli_errors
 from recbole_srgnn.files import atomic_outputs
@@ -52,65 +50,15 @@ def label(negatives: int) -> str:
 # worker: one variant in its own process
 # --------------------------------------------------------------------------------------------
 def worker(args) -> dict:
-    import torch
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_srgnn.training.datasets import ready_config
-    from recbole_srgnn.training.models import resolve_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     settings = {**shared_settings(args, args.dataset), **variant_settings(args.negatives)}
-    config = ready_config(args.model, args.dataset, config_dict=settings)
-    init_seed(config["seed"], False)
-    if config["device"].type == "cpu":
-        torch.set_flush_denormal(True)
-    dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
-    init_seed(config["seed"], False)
-    model = resolve_model(args.model)(config, train_data.dataset).to(config["device"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
-    model.train()
-    synchronize = torch.cuda.synchronize if config["device"].type == "cuda" else (lambda: None)
-
-    def batches():
-        while True:
-            yield from train_data
-
-    stream = batches()
-    cases = 0
-    start = 0.0
-    for index in range(args.warmup + args.batches):
-        if index == args.warmup:
-            synchronize()
-            start = time.perf_counter()
-        interaction = next(stream).to(config["device"])
-        optimizer.zero_grad()
-        loss = model.calculate_loss(interaction)
-        loss.backward()
-        optimizer.step()
-        if index >= args.warmup:
-            cases += len(interaction)
-    synchronize()
-    seconds = time.perf_counter() - start
-    result = {
+    config, _, model, timing = timed_training(args, settings)
+    return {
         "variant": label(args.negatives),
         "loss_type": config["loss_type"],
         "num_negatives_asked": args.negatives or None,
         "num_negatives_used": getattr(model, "num_negatives", None) if args.negatives else None,
-        "model": args.model,
-        "dataset": args.dataset,
-        "num_items": int(train_data.dataset.item_num),
-        "cases": cases,
-        "seconds": seconds,
-        "sequences_per_second": cases / seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "device": str(config["device"]),
+        **timing,
     }
-    if config["device"].type == "cuda":
-        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 1024**2
-    return result
 
 
 # --------------------------------------------------------------------------------------------
