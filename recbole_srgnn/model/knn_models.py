@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
-from torch import Tensor, nn
+from torch import Tensor
+
+from .nonneural import NonNeuralRecommender
 
 from ..nn_knn import KnnOptions, KnnScorer
 
@@ -51,7 +53,7 @@ def variant_options(model_class: type["KnnRecommender"], values: dict[str, Any])
     return options
 
 
-class KnnRecommender(SequentialRecommender):
+class KnnRecommender(NonNeuralRecommender):
     """Base class: ``FIXED`` options define the variant, ``KEYS`` are read from the config."""
 
     FIXED: dict[str, Any] = {}
@@ -65,20 +67,10 @@ class KnnRecommender(SequentialRecommender):
         options.check()  # before the index is built
         self.knn = scorer_of_split(self, dataset, config["TIME_FIELD"], options,
                                    type(self).__name__)
-        self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         return self.knn(item_seq, item_seq_len)
 
-    def calculate_loss(self, interaction) -> Tensor:
-        return (self.dummy * 0.0).sum()
-
-    def predict(self, interaction) -> Tensor:
-        scores = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
-
-    def full_sort_predict(self, interaction) -> Tensor:
-        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
 
 
 class SKNN(KnnRecommender):

@@ -11,11 +11,12 @@ loaders and case-by-case evaluation as SR-GNN, GRU4Rec and NARM.
 from __future__ import annotations
 
 import torch
-from recbole.model.abstract_recommender import SequentialRecommender
-from torch import Tensor, nn
+from torch import Tensor
+
+from .nonneural import NonNeuralRecommender
 
 
-class SessionPop(SequentialRecommender):
+class SessionPop(NonNeuralRecommender):
     """Scores every item by its frequency as the target of a training case (ignores the session).
 
     The counts are taken once, from the training split the model is built with (RecBole hands
@@ -30,13 +31,9 @@ class SessionPop(SequentialRecommender):
         counts = torch.bincount(targets, minlength=self.n_items)[: self.n_items].float()
         counts[0] = 0.0  # padding id
         self.register_buffer("item_count", counts)
-        self.dummy = nn.Parameter(torch.zeros(1))
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         return self.item_count.unsqueeze(0).expand(item_seq.shape[0], -1)
-
-    def calculate_loss(self, interaction) -> Tensor:
-        return (self.dummy * 0.0).sum()
 
     def predict(self, interaction) -> Tensor:
         return self.item_count[interaction[self.ITEM_ID]]

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
-from torch import Tensor, nn
+from torch import Tensor
+
+from .nonneural import NonNeuralRecommender
 
 from ..nn_scorers import POPULARITY_WEIGHT  # noqa: F401 (the formula's epsilon; tests read it here)
 from ..nn_scorers import SequenceRules as SequenceRulesNetwork
@@ -90,7 +92,7 @@ class RuleScorer(SequenceRulesNetwork):
         return cls(item_seq, item_seq_len, target, model.n_items, steps, repeat_boost)
 
 
-class SequenceRules(SequentialRecommender):
+class SequenceRules(NonNeuralRecommender):
     """Sequence rules from the last item + repeat boost + a popularity tie-breaker (see module)."""
 
     def __init__(self, config, dataset) -> None:
@@ -99,17 +101,7 @@ class SequenceRules(SequentialRecommender):
         self.rule_steps = 10 if steps is None else int(steps)  # defaults: recbole_srgnn/properties/model/SequenceRules.yaml
         self.repeat_boost = 1.0 if boost is None else float(boost)  # as the YAML
         self.rules = RuleScorer.from_dataset(self, dataset, self.rule_steps, self.repeat_boost)
-        self.dummy = nn.Parameter(torch.zeros(1))  # the trainer needs a parameter to step
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         return self.rules(item_seq, item_seq_len)
 
-    def calculate_loss(self, interaction) -> Tensor:
-        return (self.dummy * 0.0).sum()
-
-    def predict(self, interaction) -> Tensor:
-        scores = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
-
-    def full_sort_predict(self, interaction) -> Tensor:
-        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
