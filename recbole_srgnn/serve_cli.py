@@ -46,8 +46,8 @@ class ReadyServer(uvicorn.Server):
             print(self.ready, flush=True)
 
 
-def whole(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
+def whole(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number >= ``minimum`` (and <= ``maximum``)."""
 
     def parse(text: str) -> int:
         try:
@@ -56,6 +56,8 @@ def whole(minimum: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{value} is above {maximum}")
         return value
 
     return parse
@@ -76,7 +78,7 @@ def build_parser(prog: str = "recbole-srgnn serve") -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, metavar="DIR", help="the bundle folder")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=whole(0), default=8000,
+    parser.add_argument("--port", type=whole(0, 65535), default=8000,
                         help="port to listen on (default 8000; 0 picks a free one)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     parser.add_argument("--threads", type=whole(1), default=1,

@@ -318,6 +318,7 @@ def test_bad_bundle_port_in_use_and_bad_host_exit_2_with_one_line(server, bundle
 @pytest.mark.parametrize("argv, message", [
     (["--model", "x", "--max_batch", "0"], "--max_batch: 0 is below 1"),
     (["--model", "x", "--port", "http"], "--port: 'http' is not a whole number"),
+    (["--model", "x", "--port", "99999"], "--port: 99999 is above 65535"),
     (["--port", "8000"], "the following arguments are required: --model"),
 ])
 def test_bad_options_are_one_line_errors(argv, message):
