@@ -156,8 +156,9 @@ def test_committed_fusion_records_stay_valid_and_report_the_same(tmp_path):
     assert (out / "runs.csv").read_text() == (committed / "runs.csv").read_text()
 
 
-def test_shipped_hybrid_config_is_valid_and_commented():
-    path = REPO / "benchmarks" / "configs" / "fusion" / "cotrec-hybrid.yaml"
+@pytest.mark.parametrize("name", ["cotrec-hybrid.yaml", "cotrec-hybrid-ssm.yaml"])
+def test_shipped_hybrid_config_is_valid_and_commented(name):
+    path = REPO / "benchmarks" / "configs" / "fusion" / name
     plan = fusion_plan.load_plan(path)
     assert [spec.name for spec in plan.scorer_specs()] == list(scorers.NAMES)
     keys = [line for line in path.read_text().splitlines()
