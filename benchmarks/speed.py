@@ -181,21 +181,30 @@ def time_graph_builders(config, train_data, args) -> dict:
 # --------------------------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------------------------
-def measure(model: str, dataset: str, args) -> dict:
+def run_worker(module: str, model: str, dataset: str, extra: list[str], what: str, args) -> dict:
+    """One ``python -m <module> --worker`` measurement in a fresh process; its JSON result line.
+
+    The options every worker shares come from ``args``; ``extra`` adds the module's own. Shared
+    by this benchmark and ``benchmarks.ssm``; a failed worker is one ``error:`` line naming
+    ``what``."""
     command = [
-        sys.executable, "-m", "benchmarks.speed", "--worker",
+        sys.executable, "-m", module, "--worker", *extra,
         "--model", model, "--dataset", dataset,
         "--batches", str(args.batches), "--warmup", str(args.warmup),
         "--batch_size", str(args.batch_size), "--embedding_size", str(args.embedding_size),
-        "--seed", str(args.seed), "--graph_batches", str(args.graph_batches),
-        "--threads", str(args.threads),
+        "--seed", str(args.seed), "--threads", str(args.threads),
     ] + (["--data_path", args.data_path] if args.data_path else []) + (
         ["--synthetic_events", str(args.synthetic_events)] if args.synthetic_events else [])
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise SystemExit(f"error: {model} on {dataset} failed: " + " | ".join(tail))
+        raise SystemExit(f"error: {what} on {dataset} failed: " + " | ".join(tail))
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(model: str, dataset: str, args) -> dict:
+    return run_worker("benchmarks.speed", model, dataset,
+                      ["--graph_batches", str(args.graph_batches)], model, args)
 
 
 def prepare(dataset: str, args) -> None:

@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.speed import machine, shared_settings, timed_training
+from benchmarks.speed import machine, run_worker, shared_settings, timed_training
 from benchmarks.team_data import use_team_data
 from recbole_srgnn.errors import OneLineArgumentParser, cli_errors
 from recbole_srgnn.files import atomic_outputs
@@ -65,19 +64,8 @@ def worker(args) -> dict:
 # driver
 # --------------------------------------------------------------------------------------------
 def measure(negatives: int, args) -> dict:
-    command = [
-        sys.executable, "-m", "benchmarks.ssm", "--worker", "--negatives_one", str(negatives),
-        "--model", args.model, "--dataset", args.dataset,
-        "--batches", str(args.batches), "--warmup", str(args.warmup),
-        "--batch_size", str(args.batch_size), "--embedding_size", str(args.embedding_size),
-        "--seed", str(args.seed), "--threads", str(args.threads),
-    ] + (["--data_path", args.data_path] if args.data_path else []) + (
-        ["--synthetic_events", str(args.synthetic_events)] if args.synthetic_events else [])
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise SystemExit(f"error: {label(negatives)} on {args.dataset} failed: " + " | ".join(tail))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_worker("benchmarks.ssm", args.model, args.dataset,
+                      ["--negatives_one", str(negatives)], label(negatives), args)
 
 
 def prepare(args) -> None:
