@@ -4,16 +4,11 @@
 ``DIR/<name>.valid.inter`` (unless ``valid_days == 0``), ``DIR/<name>.test.inter`` and
 ``DIR/<name>.stats.json`` (``name`` = the last component of ``DIR``), all atomically, the stats
 file last. The input is read and checked by ``events_input.read_events``. The protocol, step
-by step (every step vectorised with numpy, no loop per event; steps 1-4, the sessionization
-shared with ``recbole-srgnn recommend``, are in ``sessions.py``):
+by step (every step vectorised with numpy, no loop per event):
 
-1. Order each visitor's events by timestamp; ties keep file order (stable sort).
-2. Sessionize over **all** event types: an event starts a new session if it is the visitor's first
-   or its gap to the visitor's previous event is strictly greater than ``session_gap`` seconds
-   (compared in integer milliseconds).
-3. Keep only the ``keep_events`` types.
-4. Optionally (``dedup_consecutive``) drop an event whose item equals the previous kept event's
-   item in the same session; applied once, after step 3 and before step 5.
+1-4. Order, sessionize, keep ``keep_events``, optionally drop consecutive duplicates: stated in
+   ``sessions.py``, which holds them (they are shared with ``recbole-srgnn recommend``);
+   duplicates are dropped once, after step 3 and before step 5.
 5. Repeat until nothing changes: drop sessions with fewer than ``min_session_length`` events,
    then items with fewer than ``min_item_support`` events.
 6. ``t_end`` = the last remaining timestamp; a session's time ``s`` is its last event's. test:
