@@ -15,7 +15,7 @@ alone) are then tested (:meth:`Ranking.tested`). Test metrics choose nothing.
 The whole grid is evaluated in one pass over the split's batches (``fusion_pass``): per batch the
 members' mean probabilities once, each scorer's scores once (the rules' repeat boost is a separate
 term: the rules once, the boost added per value), each point's fused scores with the ranker's own
-arithmetic, collected and measured by RecBole's collector and evaluator, so the metrics equal those
+arithmetic, ranked and measured as RecBole's collector and evaluator do, so the metrics equal those
 of one ``trainer.evaluate`` per point (:meth:`Ranking.at`, :meth:`Ranking.sweep_each`), and a
 grid of N points runs the models once instead of N times.
 """
@@ -26,7 +26,7 @@ import copy
 import os
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from recbole_srgnn.experiments.fusion_plan import (
     RULES,
@@ -34,6 +34,9 @@ from recbole_srgnn.experiments.fusion_plan import (
     expected_settings,
     point_text,
 )
+
+if TYPE_CHECKING:  # torch is imported where a ranking is built, not with this module
+    from recbole_srgnn.experiments.fusion_pass import Family
 
 Point = tuple[float, float | None]  # (alpha, repeat boost); boost None: leave the rules' as is
 Entry = tuple[str | None, Point]  # (scorer, point); scorer None: alpha 0, the models alone
@@ -220,7 +223,7 @@ class Ranking:
         return [metrics_of(r) for r in fusion_pass.evaluate_points(
             self.loaded.trainer, self.ranker, families, data, len(entries))]
 
-    def _families(self, entries: Sequence[Entry]) -> list:
+    def _families(self, entries: Sequence[Entry]) -> list[Family]:
         """``entries`` grouped as the one pass scores them: alpha 0 (no scorer), the rules by
         repeat boost, each kNN scorer."""
         from recbole_srgnn.experiments.fusion_pass import Family, Setting

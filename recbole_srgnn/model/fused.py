@@ -64,10 +64,14 @@ class FusedRanker(nn.Module):
         return probs.div_(len(self.members))
 
     @staticmethod
-    def fuse(probs: Tensor, scores: Tensor, alpha: float) -> Tensor:
-        """``probs + alpha * scores`` as a new tensor (the formula with ``alpha > 0``); one
-        place for the arithmetic, so a sweep that scores a batch once ranks exactly alike."""
-        return probs + alpha * scores
+    def fuse(probs: Tensor, scores: Tensor, alpha: float, out: Tensor | None = None) -> Tensor:
+        """``probs + alpha * scores`` (the formula with ``alpha > 0``): a new tensor, or written
+        into ``out`` (same shape) with the same rounding (the same product, then the sum, which
+        is commutative); one place for the arithmetic, so a sweep that scores a batch once ranks
+        exactly alike."""
+        if out is None:
+            return probs + alpha * scores
+        return torch.mul(scores, alpha, out=out).add_(probs)
 
     def full_sort_predict(self, interaction) -> Tensor:
         return self.full_scores(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
