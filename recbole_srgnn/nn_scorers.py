@@ -56,6 +56,12 @@ class SequenceRules(nn.Module):
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         """``[B, L]`` padded sessions and ``[B]`` lengths -> ``[B, n_items]`` scores."""
+        return self.boosted(self.rule_scores(item_seq, item_seq_len), item_seq, item_seq_len,
+                            self.repeat_boost)
+
+    def rule_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        """The scores without the repeat boost (popularity term + the last item's rule row),
+        ``[B, n_items]``: the part every repeat boost shares (a sweep over boosts counts it once)."""
         batch = item_seq.shape[0]
         lengths = item_seq_len.long().view(-1)
         scores = (POPULARITY_WEIGHT * self.popularity).unsqueeze(0).repeat(batch, 1)
@@ -68,15 +74,23 @@ class SequenceRules(nn.Module):
             count.cumsum(0) - count, count)
         idx = torch.repeat_interleave(start, count) + offset
         scores.index_put_((row, self.rule_col[idx]), self.rule_val[idx], accumulate=True)
-        if self.repeat_boost > 0:
-            positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-            recency = lengths.unsqueeze(1) - 1 - positions.unsqueeze(0)        # 0 = last item
-            valid = (recency >= 0) & (item_seq > 0)
-            boost = self.repeat_boost / (1.0 + recency.clamp(min=0).float())
-            repeat = torch.zeros_like(scores).scatter_reduce(
-                1, item_seq, torch.where(valid, boost, torch.zeros_like(boost)), reduce="amax")
-            scores = scores + repeat
         return scores
+
+    @staticmethod
+    def boosted(scores: Tensor, item_seq: Tensor, item_seq_len: Tensor,
+                repeat_boost: float) -> Tensor:
+        """``scores`` (:meth:`rule_scores`) plus the repeat boost ``repeat_boost``: a new tensor
+        when the boost is > 0, ``scores`` itself (left unchanged) when it is 0."""
+        if repeat_boost <= 0:
+            return scores
+        lengths = item_seq_len.long().view(-1)
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        recency = lengths.unsqueeze(1) - 1 - positions.unsqueeze(0)        # 0 = last item
+        valid = (recency >= 0) & (item_seq > 0)
+        boost = repeat_boost / (1.0 + recency.clamp(min=0).float())
+        repeat = torch.zeros_like(scores).scatter_reduce(
+            1, item_seq, torch.where(valid, boost, torch.zeros_like(boost)), reduce="amax")
+        return scores + repeat
 
 
 class SessionPop(nn.Module):

@@ -72,6 +72,41 @@ def test_fused_scores_are_softmax_plus_weighted_rules(tiny):
                            plain.full_sort_predict(batch).argsort(-1, descending=True)[:, :5])
 
 
+def test_fusing_into_a_buffer_rounds_as_the_formula():
+    """The one-pass sweep fuses into a reused buffer: bit for bit the ranker's own sum."""
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(6, 500, generator=generator), -1)
+    scores = torch.randint(0, 4, (6, 500), generator=generator).float() / 3  # many ties
+    buffer = torch.full((6, 500), float("nan"))
+    for alpha in (0.001, 0.02, 0.3, 7.0):
+        expected = FusedRanker.fuse(probs, scores, alpha)
+        assert torch.equal(expected, probs + alpha * scores)
+        assert FusedRanker.fuse(probs, scores, alpha, out=buffer) is buffer
+        assert torch.equal(buffer, expected)
+
+
+def test_topk_rows_are_recboles_collected_rows(tiny):
+    """``rec.topk`` rows from [B, k] comparisons equal RecBole's collector's (its positive
+    matrix), with ties, several positives per case, a duplicate positive and a case without."""
+    from recbole.evaluator import Collector
+
+    from recbole_srgnn.experiments.fusion_pass import positives, topk_rows
+
+    _, train, _ = build(tiny, SRGNN, "SRGNN")
+    config = train.config
+    n_items, k = 40, max(config["topk"])
+    scores = torch.randint(0, 5, (5, n_items), generator=torch.Generator().manual_seed(1)).float()
+    scores[:, 0] = -float("inf")
+    positive_u = torch.tensor([0, 1, 1, 2, 2, 4, 4, 4])
+    positive_i = torch.tensor([3, 7, 9, 5, 5, 1, 2, 30])
+    collector = Collector(config)
+    collector.eval_batch_collect(scores.clone(), None, positive_u, positive_i)
+    expected = collector.get_data_struct()["rec.topk"]
+    got = topk_rows(scores.clone(), k, *positives(positive_u, positive_i, n_items))
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+    assert got[:, -1].tolist() == [1, 2, 1, 0, 3] and got[:, :-1].sum() > 0
+
+
 def test_srgnn_is_plain_and_refuses_the_removed_rule_fusion(tiny):
     """SRGNN ranks by its own scores only; an old checkpoint's ``rule_fusion: 0`` still loads."""
     plain, train, _ = build(tiny, SRGNN, "SRGNN", norm_scale=12, repeat_recency=3)

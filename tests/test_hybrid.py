@@ -15,7 +15,7 @@ from test_fusion import call, records, write_config
 from tiny_data import write_tiny_benchmark
 
 from recbole_srgnn.experiments import fusion_plan, fusion_report
-from recbole_srgnn.experiments.fusion_rank import scorer_grid, scorer_of
+from recbole_srgnn.experiments.fusion_rank import Ranking, scorer_grid, scorer_of
 from recbole_srgnn.model import scorers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +86,60 @@ def test_report_names_the_chosen_scorer_and_each_scorers_best(hybrid):
     assert [(r["seed"], r["scorer"]) for r in chosen] == [
         ("1", "SKNN"), ("2", "SKNN"), ("ensemble", ensemble["chosen_scorer"])]
     assert "Ensemble of the seeds' models" in report and "| scorer | alpha |" in report
+
+
+def counted(monkeypatch, owner, name: str) -> list:
+    """Count the calls of ``owner.name`` (a method, patched on the instance)."""
+    calls, method = [], getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return method(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+# the rules at 2 boosts (one alpha at both, two alphas at one), one kNN scorer at a weight that
+# barely moves the model's ranking and one that dominates it
+POINTS = [(None, (0.0, None)), ("SequenceRules", (0.5, 0.0)), ("SequenceRules", (0.5, 1.0)),
+          ("SequenceRules", (4.0, 1.0)), ("SKNN", (0.01, None)), ("SKNN", (10.0, None))]
+
+
+@pytest.mark.parametrize("seeds", [[1], [1, 2]], ids=["one model", "2-member ensemble"])
+def test_the_one_pass_sweep_gives_the_per_point_metrics(hybrid, tmp_path, monkeypatch, seeds):
+    from recbole_srgnn.training import checkpoints
+
+    plan = fusion_plan.load_plan(hybrid["config"])
+    expected = fusion_plan.settings_hash(plan)
+    load = checkpoints.load_trained  # small evaluation batches: results gathered over several
+    monkeypatch.setattr(checkpoints, "load_trained", lambda path, overrides, **options: load(
+        path, {**overrides, "eval_batch_size": 8}, **options))
+    ranking = Ranking(plan, [fusion_plan.model_path(hybrid["out"], s, expected) for s in seeds],
+                      checkpoint_dir=str(tmp_path))
+    batches = len(ranking.loaded.valid_data)
+    assert batches > 2
+    forwards = [counted(monkeypatch, member, "full_scores") for member in ranking.members]
+    rules = counted(monkeypatch, ranking.scorers["SequenceRules"], "rule_scores")
+    sknn = counted(monkeypatch, ranking.scorers["SKNN"], "forward")
+    rows = ranking.sweep(POINTS, say=lambda *a, **k: None)
+    # one pass: each member and each scorer once per batch, whatever the number of points
+    assert [len(c) for c in forwards] == [batches] * len(seeds)
+    assert (len(rules), len(sknn)) == (batches, batches)
+    each = ranking.sweep_each(POINTS, say=lambda *a, **k: None)
+    assert [len(c) for c in forwards] == [batches * (1 + len(POINTS))] * len(seeds)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in each]
+    assert set(rows[0]["valid"]) == set(each[0]["valid"]) >= set(fusion_plan.METRICS)
+    assert all(r["seconds"] == rows[0]["seconds"] > 0 for r in rows)  # the pass's, split evenly
+    # every point ranks differently, so a weight or boost applied to the wrong point shows
+    valid = [tuple(sorted(r["valid"].items())) for r in rows]
+    assert len(set(valid)) == len(valid), valid
+    # the test split: alpha 0 and the chosen point in one pass, the same as two evaluations
+    assert ranking.tested((4.0, 1.0), "SequenceRules") == (
+        ranking.at((0.0, None), ranking.loaded.test_data),
+        ranking.at((4.0, 1.0), ranking.loaded.test_data, "SequenceRules"))
+    assert ranking.tested((0.0, None)) == (ranking.at((0.0, None), ranking.loaded.test_data),) * 2
 
 
 def test_a_new_scorer_list_makes_new_records(hybrid, tmp_path):

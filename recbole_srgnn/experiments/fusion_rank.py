@@ -11,6 +11,13 @@ ensemble: the same code, so the same formula. The grid (:func:`scorer_grid`: alp
 scorer's points in the config's order) is evaluated on the validation split
 (:meth:`Ranking.sweep`, :func:`best_point`); the chosen (scorer, point) and alpha = 0 (the models
 alone) are then tested (:meth:`Ranking.tested`). Test metrics choose nothing.
+
+The whole grid is evaluated in one pass over the split's batches (``fusion_pass``): per batch the
+members' mean probabilities once, each scorer's scores once (the rules' repeat boost is a separate
+term: the rules once, the boost added per value), each point's fused scores with the ranker's own
+arithmetic, ranked and measured as RecBole's collector and evaluator do, so the metrics equal those
+of one ``trainer.evaluate`` per point (:meth:`Ranking.at`, :meth:`Ranking.sweep_each`), and a
+grid of N points runs the models once instead of N times.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import copy
 import os
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from recbole_srgnn.experiments.fusion_plan import (
     RULES,
@@ -27,6 +34,9 @@ from recbole_srgnn.experiments.fusion_plan import (
     expected_settings,
     point_text,
 )
+
+if TYPE_CHECKING:  # torch is imported where a ranking is built, not with this module
+    from recbole_srgnn.experiments.fusion_pass import Family
 
 Point = tuple[float, float | None]  # (alpha, repeat boost); boost None: leave the rules' as is
 Entry = tuple[str | None, Point]  # (scorer, point); scorer None: alpha 0, the models alone
@@ -164,22 +174,91 @@ class Ranking:
     def sweep(self, entries: Sequence[Entry], say: Callable = print,
               prefix: str = "") -> list[dict]:
         """Every (scorer, point) on the validation split, each row with its metrics and seconds
-        (and its scorer, where the config names its scorers)."""
+        (and its scorer, where the config names its scorers).
+
+        One pass over the validation batches (:meth:`points`), so a row's ``seconds`` is the
+        pass's wall time split evenly over the rows; the metrics are those of
+        :meth:`sweep_each`."""
+        started = time.perf_counter()
+        results = self.points(entries, self.loaded.valid_data)
+        seconds = (time.perf_counter() - started) / max(len(entries), 1)
+        return [self._row(entry, valid, seconds, say, prefix)
+                for entry, valid in zip(entries, results)]
+
+    def sweep_each(self, entries: Sequence[Entry], say: Callable = print,
+                   prefix: str = "") -> list[dict]:
+        """:meth:`sweep` one ``trainer.evaluate`` per point (:meth:`at`): the same rows, each
+        point's own seconds; what the one pass is checked and timed against."""
         rows = []
-        for scorer, (alpha, boost) in entries:
+        for scorer, point in entries:
             started = time.perf_counter()
-            valid = self.at((alpha, boost), self.loaded.valid_data, scorer)
-            row = {"alpha": alpha, "repeat_boost": boost, "valid": valid,
-                   "seconds": time.perf_counter() - started}
-            if self.named:
-                row["scorer"] = scorer
-            rows.append(row)
-            say(f"{prefix}{point_text(alpha, boost, scorer if self.named else None)}: valid "
-                f"{self.metric} {valid[self.metric]:.4f}", flush=True)
+            valid = self.at(point, self.loaded.valid_data, scorer)
+            rows.append(self._row((scorer, point), valid, time.perf_counter() - started, say,
+                                  prefix))
         return rows
+
+    def _row(self, entry: Entry, valid: dict, seconds: float, say: Callable, prefix: str) -> dict:
+        scorer, (alpha, boost) = entry
+        row = {"alpha": alpha, "repeat_boost": boost, "valid": valid, "seconds": seconds}
+        if self.named:
+            row["scorer"] = scorer
+        say(f"{prefix}{point_text(alpha, boost, scorer if self.named else None)}: valid "
+            f"{self.metric} {valid[self.metric]:.4f}", flush=True)
+        return row
+
+    def points(self, entries: Sequence[Entry], data) -> list[dict]:
+        """The metrics of every (scorer, point) of ``entries`` on ``data``, as :meth:`at` gives
+        them, in one pass over its batches (``fusion_pass``): the members once per batch, each
+        kNN scorer once, the rules once (their repeat boost is a separate term, added per
+        boost). A boost of None means the rules' current one, as in :meth:`at`; the rules are
+        left at the last boost given, as :meth:`at` leaves them. Data that pass does not
+        evaluate (not full-sort ranking) goes through :meth:`at`, point by point."""
+        from recbole_srgnn.experiments import fusion_pass
+
+        if not fusion_pass.supported(self.loaded.trainer, data):
+            return [self.at(point, data, scorer) for scorer, point in entries]
+        families = self._families(entries)
+        for scorer in self.scorers.values():
+            scorer.eval()  # as trainer.evaluate leaves the ranker's scorer
+        return [metrics_of(r) for r in fusion_pass.evaluate_points(
+            self.loaded.trainer, self.ranker, families, data, len(entries))]
+
+    def _families(self, entries: Sequence[Entry]) -> list[Family]:
+        """``entries`` grouped as the one pass scores them: alpha 0 (no scorer), the rules by
+        repeat boost, each kNN scorer."""
+        from recbole_srgnn.experiments.fusion_pass import Family, Setting
+
+        alone = Setting()
+        boosts: dict[float, Setting] = {}
+        others: dict[str, Setting] = {}
+        current = None if self.rules is None else self.rules.repeat_boost
+        for index, (scorer, (alpha, boost)) in enumerate(entries):
+            if boost is not None:
+                current = boost
+            name = scorer or RULES
+            if not alpha:
+                alone.points.append((index, 0.0))
+            elif name == RULES:
+                boosts.setdefault(current, Setting()).points.append((index, alpha))
+            else:
+                others.setdefault(name, Setting()).points.append((index, alpha))
+        families = [Family(None, [alone])] if alone.points else []
+        if boosts:
+            rules = self.scorers[RULES]
+            for value, setting in boosts.items():
+                setting.finish = (lambda shared, seq, length, value=value:
+                                  rules.boosted(shared, seq, length, value))
+            families.append(Family(rules.rule_scores, list(boosts.values())))
+        if self.rules is not None:
+            self.rules.repeat_boost = current
+        families += [Family(self.scorers[name], [setting]) for name, setting in others.items()]
+        return families
 
     def tested(self, point: Point, scorer: str | None = None) -> tuple[dict, dict]:
         """Test metrics at alpha 0 and at ``point`` with ``scorer`` (the same result when its
-        alpha is 0)."""
-        plain = self.at((0.0, None), self.loaded.test_data)
-        return plain, (plain if not point[0] else self.at(point, self.loaded.test_data, scorer))
+        alpha is 0), in one pass over the test split (:meth:`points`)."""
+        if not point[0]:
+            plain = self.points([(None, (0.0, None))], self.loaded.test_data)[0]
+            return plain, plain
+        plain, fused = self.points([(None, (0.0, None)), (scorer, point)], self.loaded.test_data)
+        return plain, fused

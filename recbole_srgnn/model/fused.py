@@ -49,14 +49,29 @@ class FusedRanker(nn.Module):
 
     @torch.no_grad()
     def full_scores(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        probs = self.probabilities(item_seq, item_seq_len)
+        if not self.alpha:
+            return probs
+        return self.fuse(probs, self.scorer(item_seq, item_seq_len), self.alpha)
+
+    @torch.no_grad()
+    def probabilities(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        """The members' mean softmax probabilities ``[B, n_items]`` (the formula's first term)."""
         probs = None
         for member in self.members:
             p = torch.softmax(member.full_scores(item_seq, item_seq_len), dim=-1)
             probs = p if probs is None else probs.add_(p)
-        probs = probs.div_(len(self.members))
-        if self.alpha:
-            probs = probs + self.alpha * self.scorer(item_seq, item_seq_len)
-        return probs
+        return probs.div_(len(self.members))
+
+    @staticmethod
+    def fuse(probs: Tensor, scores: Tensor, alpha: float, out: Tensor | None = None) -> Tensor:
+        """``probs + alpha * scores`` (the formula with ``alpha > 0``): a new tensor, or written
+        into ``out`` (same shape) with the same rounding (the same product, then the sum, which
+        is commutative); one place for the arithmetic, so a sweep that scores a batch once ranks
+        exactly alike."""
+        if out is None:
+            return probs + alpha * scores
+        return torch.mul(scores, alpha, out=out).add_(probs)
 
     def full_sort_predict(self, interaction) -> Tensor:
         return self.full_scores(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
