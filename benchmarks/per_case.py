@@ -58,6 +58,7 @@ PROG = "python -m benchmarks.per_case"
 REFERENCE = "SR-GNN"
 FUSED = "fused"
 NORMALISED_ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2)  # about the rules' range: both peak at 1 per row
+GOALS = {"hit@10": 0.52, "mrr@10": 0.32}  # issue 30's goal for one network + one scorer
 TOLERANCE = fusion_ensemble.TOLERANCE  # recomputed vs recorded metrics (float noise only)
 
 
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch threads (default: the config's)")
     parser.add_argument("--data_path", help="folder holding the dataset's folder (default: the "
                                             "one the model was trained from)")
+    parser.add_argument("--goal_hit", type=float, default=GOALS["hit@10"],
+                        help="the test Hit@10 to reach (default: issue 30's)")
+    parser.add_argument("--goal_mrr", type=float, default=GOALS["mrr@10"],
+                        help="the test MRR@10 to reach (default: issue 30's)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -283,6 +288,9 @@ def _analyse(args: argparse.Namespace) -> Path:
         raise InputError(f"--seed {seed} is not in the config's seeds {plan.seeds}")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    for flag, goal in (("--goal_hit", args.goal_hit), ("--goal_mrr", args.goal_mrr)):
+        if not 0 < goal <= 1:
+            raise InputError(f"{flag} must be in (0, 1], got {goal:g}")
     fusion_out = (Path(args.fusion_output) if args.fusion_output
                   else default_out(plan.name, args.config, "--fusion_output"))
     out = (Path(args.output) if args.output
@@ -329,11 +337,15 @@ def _analyse(args: argparse.Namespace) -> Path:
     say(f"reproduced {check['values']} recorded metric values (largest difference "
         f"{check['max_diff']:.4f})", flush=True)
     rankers = [b.label for b in base]
-    summary = per_case_report.summarise(valid, test, REFERENCE, rankers[1:])
+    goals = {"hit@10": args.goal_hit, "mrr@10": args.goal_mrr}
+    summary = per_case_report.summarise(valid, test, REFERENCE, rankers[1:], goals, FUSED)
     knn = normalised_check(valid, test, record, normalised, ranking.metric, ks) if normalised else None
     command = " ".join([PROG, "--config", shlex.quote(args.config), "--seed", str(seed)]
                        + (["--output", shlex.quote(args.output)] if args.output else [])
-                       + (["--threads", str(args.threads)] if args.threads else []))
+                       + (["--threads", str(args.threads)] if args.threads else [])
+                       + [f"--goal_{m} {v:g}" for m, v, d in (
+                           ("hit", args.goal_hit, GOALS["hit@10"]),
+                           ("mrr", args.goal_mrr, GOALS["mrr@10"])) if v != d])
     head = head_lines(plan, record, model, base, check, command, seconds, threads)
     text = per_case_report.markdown(head, summary, rankers, REFERENCE,
                                     tail_lines(knn) if knn else [])

@@ -234,8 +234,25 @@ def test_the_report_groups_and_bounds(analysed):
             alone = max(summary["overall"]["SR-GNN"][key], summary["overall"][name][key])
             assert oracle[key] >= gate[metric]["ceiling"][key] - 1e-12
             assert gate[metric]["ceiling"][key] >= max(gate[metric]["test"][key], alone) - 1e-12
+    kind = summary["gate_kind_all"]  # three buckets instead of two: a ceiling at least as high
+    for metric, key in (("hit", "hit@10"), ("mrr", "mrr@10")):
+        assert kind[metric]["ceiling"][key] >= summary["gate_all"][metric]["ceiling"][key] - 1e-12
+        assert summary["oracle_all"][key] >= kind[metric]["ceiling"][key] - 1e-12
+    # what the goals need, from the fused ranker's two groups
+    assert summary["needed"]["ranker"] == "fused"
+    goals = summary["needed"]["goals"]
+    assert {m: g["goal"] for m, g in goals.items()} == {"hit@10": 0.52, "mrr@10": 0.32}
+    for metric, g in goals.items():
+        new, repeat = g["new_share"], 1 - g["new_share"]
+        assert g["now"] == pytest.approx(summary["overall"]["fused"][metric])
+        assert new * g["new_now"] + repeat * g["repeat_now"] == pytest.approx(g["now"])
+        assert new * g["new_needed"] + repeat * g["repeat_now"] == pytest.approx(g["goal"])
+        assert new * g["new_now"] + repeat * g["repeat_needed"] == pytest.approx(g["goal"])
+        assert new * g["new_needed_repeats_perfect"] + repeat == pytest.approx(g["goal"])
     report = (analysed["out"] / "report.md").read_text()
     assert report.startswith("# Per-case analysis: `fusion-test`, seed 1")
+    assert "### (e) A gate that knows the target's kind" in report
+    assert "| Hit@10 | 0.52 | " in report
     assert "## Reproduction of the record" in report and "all equal." in report
     assert "### By target" in report and "### (a) Per-case oracle" in report
     knn = summary["normalised_knn"]
@@ -268,6 +285,7 @@ def test_a_missing_model_is_trained_again_and_still_reproduces(analysed, tmp_pat
 @pytest.mark.parametrize("extra, message", [
     (["--seed", "7"], "--seed 7 is not in the config's seeds [1]"),
     (["--threads", "0"], "--threads must be >= 1"),
+    (["--goal_mrr", "1.5"], "--goal_mrr must be in (0, 1], got 1.5"),
 ])
 def test_bad_options_are_one_line_exit_2(analysed, tmp_path, extra, message):
     rc, _, err = call(["--config", analysed["config"], "--fusion_output", analysed["fusion"],

@@ -25,6 +25,7 @@ from recbole_srgnn.experiments.per_case import (
     oracle,
     unreachable,
 )
+from recbole_srgnn.experiments.fusion_plan import label
 from recbole_srgnn.experiments.tables import csv_text, md_table
 
 HIT, MRR = f"hit@{K}", f"mrr@{K}"
@@ -37,12 +38,13 @@ def _pair(ranks) -> dict[str, float]:
     return {HIT: hit, MRR: mrr}
 
 
-def gates(valid: Cases, test: Cases, rankers: Sequence[str]) -> dict[str, dict]:
-    """A gate that knows only whether the target is a repeat, between ``rankers`` (each
-    bucket's best): chosen on validation and tested, and its ceiling (chosen on test), per
-    metric."""
+def gates(valid: Cases, test: Cases, rankers: Sequence[str],
+          grouping: str = "repeat") -> dict[str, dict]:
+    """A gate that knows only the bucket of ``grouping`` a case is in (default: whether the
+    target is a repeat), between ``rankers`` (each bucket's best): chosen on validation and
+    tested, and its ceiling (chosen on test), per metric."""
     out = {}
-    valid_buckets, test_buckets = groupings(valid)["repeat"], groupings(test)["repeat"]
+    valid_buckets, test_buckets = groupings(valid)[grouping], groupings(test)[grouping]
     for metric in ("hit", "mrr"):
         chosen = best_per_bucket(valid, rankers, valid_buckets, metric)
         ceiling = best_per_bucket(test, rankers, test_buckets, metric)
@@ -52,8 +54,30 @@ def gates(valid: Cases, test: Cases, rankers: Sequence[str]) -> dict[str, dict]:
     return out
 
 
-def summarise(valid: Cases, test: Cases, reference: str, others: Sequence[str]) -> dict:
-    """The analysis' numbers: ``reference`` (the model alone) against each of ``others``."""
+def needed(test: Cases, ranker: str, goals: Mapping[str, float]) -> dict[str, dict]:
+    """What ``ranker`` would need to reach ``goals`` (``hit@10``/``mrr@10`` -> value): its value
+    on the new targets with its repeats as they are (or perfect, 1), and on the repeats with its
+    new targets as they are (a value above 1 is out of reach)."""
+    buckets = dict(groupings(test)["repeat"])
+    repeat = float(buckets["repeat"].double().mean())
+    new = 1.0 - repeat
+    out = {}
+    for metric, goal in goals.items():
+        index = [HIT, MRR].index(metric)
+        now_new = hit_mrr(test.ranks[ranker][buckets["new"]])[index]
+        now_repeat = hit_mrr(test.ranks[ranker][buckets["repeat"]])[index]
+        out[metric] = {"goal": goal, "now": hit_mrr(test.ranks[ranker])[index],
+                       "new_share": new, "new_now": now_new, "repeat_now": now_repeat,
+                       "new_needed": (goal - repeat * now_repeat) / new if new else float("nan"),
+                       "new_needed_repeats_perfect": (goal - repeat) / new if new else float("nan"),
+                       "repeat_needed": (goal - new * now_new) / repeat if repeat else float("nan")}
+    return out
+
+
+def summarise(valid: Cases, test: Cases, reference: str, others: Sequence[str],
+              goals: Mapping[str, float] | None = None, fused: str | None = None) -> dict:
+    """The analysis' numbers: ``reference`` (the model alone) against each of ``others``; with
+    ``goals``, what ranker ``fused`` (default the reference) needs to reach them."""
     rankers = [reference, *others]
     missed = {}  # cases no ranker has in its top K, per target kind
     best_of_all = oracle(*(test.ranks[r] for r in rankers))
@@ -69,8 +93,11 @@ def summarise(valid: Cases, test: Cases, reference: str, others: Sequence[str]) 
         "oracle_all": _pair(best_of_all),
         "gates": {r: gates(valid, test, [reference, r]) for r in others},
         "gate_all": gates(valid, test, rankers),
+        "gate_kind_all": gates(valid, test, rankers, "target"),
         "unreachable": unreachable(test),
         "missed_by_all": missed,
+        "needed": {"ranker": fused or reference,
+                   "goals": needed(test, fused or reference, goals or {})},
     }
 
 
@@ -159,7 +186,32 @@ def bound_tables(summary: Mapping, reference: str) -> list[str]:
         missed = summary["missed_by_all"][bucket]
         lines.append(f"| {bucket} | {_pct(missed['share_of_all'])} | "
                      f"{_pct(missed['share_of_bucket'])} |")
+    kind = summary["gate_kind_all"]
+    lines += ["", "### (e) A gate that knows the target's kind", "",
+              "As (b) over all rankers, but with three buckets: a new target, the prefix's last "
+              f"click, an earlier click. Ceiling (chosen on test): Hit@10 "
+              f"{_num(kind['hit']['ceiling'][HIT])}, MRR@10 {_num(kind['mrr']['ceiling'][MRR])} "
+              "(choice for MRR@10: " + ", ".join(
+                  f"{b}: {r}" for b, r in kind["mrr"]["ceiling_choice"].items()) + "); chosen on "
+              f"validation: Hit@10 {_num(kind['hit']['test'][HIT])}, MRR@10 "
+              f"{_num(kind['mrr']['test'][MRR])}."]
+    goals = summary["needed"]["goals"]
+    if goals:
+        ranker = summary["needed"]["ranker"]
+        lines += ["", "### (f) What the goals need", "",
+                  f"`{ranker}`'s test value, on the new targets ({_pct(next(iter(goals.values()))['new_share'])} "
+                  "of the cases) and on the repeats, and what reaching each goal would take: on "
+                  "the new targets with the repeats as they are (or all at rank 1), or on the "
+                  "repeats with the new targets as they are (above 1: out of reach).", ""]
+        rows = [[label(metric), f"{g['goal']:g}", _num(g["now"]), _num(g["new_now"]),
+                 _num(g["repeat_now"]), _num(g["new_needed"]),
+                 _num(g["new_needed_repeats_perfect"]), _num(g["repeat_needed"])]
+                for metric, g in goals.items()]
+        lines += md_table(["metric", "goal", "now", "new targets now", "repeats now",
+                           "new targets needed", "new targets needed, repeats perfect",
+                           "repeats needed"], rows)
     return lines
+
 
 
 def markdown(head: Sequence[str], summary: Mapping, rankers: Sequence[str], reference: str,
