@@ -64,7 +64,8 @@ TOLERANCE = fusion_ensemble.TOLERANCE  # recomputed vs recorded metrics (float n
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="fusion config YAML (benchmarks/configs/fusion/)")
+    parser.add_argument("--config", required=True,
+                        help="fusion config YAML (benchmarks/configs/fusion/)")
     parser.add_argument("--seed", type=int, help="the seed whose kept model is analysed (default: "
                                                  "the config's first)")
     parser.add_argument("--output", "-o", help="report folder (default "
@@ -149,7 +150,8 @@ def reproduction(valid: per_case.Cases, test: per_case.Cases, record: Mapping,
                  blends: Sequence[per_case.Blend], ks: Sequence[int]) -> dict:
     """Recomputed vs recorded metrics: the test of the model alone and of the fusion, and every
     validation sweep row a blend stands for. InputError beyond ``TOLERANCE``."""
-    pairs = [("test", REFERENCE, record["test_plain"], test), ("test", FUSED, record["test_fused"], test)]
+    pairs = [("test", REFERENCE, record["test_plain"], test),
+             ("test", FUSED, record["test_fused"], test)]
     for blend in blends:
         row = sweep_row(record, blend) if blend.label in valid.ranks else None
         if row is not None:
@@ -174,7 +176,8 @@ def best_on_valid(valid: per_case.Cases, blends: Sequence[per_case.Blend], metri
                   ks: Sequence[int]) -> tuple[per_case.Blend, dict[str, float]]:
     """The blend with the best validation ``metric`` (the first of equals) and every blend's
     value."""
-    values = {b.label: per_case.metrics(valid.ranks[b.label], ks, digits=12)[metric] for b in blends}
+    values = {b.label: per_case.metrics(valid.ranks[b.label], ks, digits=12)[metric]
+              for b in blends}
     best = max(blends, key=lambda b: values[b.label])
     return best, values
 
@@ -207,8 +210,9 @@ def _chosen_valid(record: Mapping, metric: str) -> float:
 def head_lines(plan: FusionPlan, record: Mapping, model: Path, blends, check: Mapping,
                command: str, seconds: Mapping[str, float], threads) -> list[str]:
     chosen = scorer_of(record)
+    boost = record.get("chosen_repeat_boost") if chosen == RULES else None
     fused = ("the model alone (alpha 0 was chosen)" if chosen is None else
-             f"the model + {point_text(record['chosen_alpha'], record.get('chosen_repeat_boost') if chosen == RULES else None, chosen)}")
+             f"the model + {point_text(record['chosen_alpha'], boost, chosen)}")
     info = machine()
     lines = [f"# Per-case analysis: `{plan.name}`, seed {record['seed']}", "",
              "Which test cases the kept SR-GNN and each non-neural scorer win (issue 30), and the "
@@ -229,8 +233,8 @@ def head_lines(plan: FusionPlan, record: Mapping, model: Path, blends, check: Ma
              f"- Machine: {info['cpu']}, torch threads {threads}; validation pass "
              f"{seconds['valid']:.0f} s, test pass {seconds['test']:.0f} s.",
              "", "## Reproduction of the record", "",
-             f"{check['values']} recorded metric values (test of `{REFERENCE}` and `{FUSED}`, and the "
-             "validation sweep rows recomputed here) against the ranks of this analysis: "
+             f"{check['values']} recorded metric values (test of `{REFERENCE}` and `{FUSED}`, and "
+             "the validation sweep rows recomputed here) against the ranks of this analysis: "
              + ("all equal." if check["exact"] else
                 f"largest difference {check['max_diff']:.4f} (tolerance {TOLERANCE})."), ""]
     rows = [[r["split"], r["ranker"], f"{float(r['recorded']['hit@10']):.4f}",
@@ -339,7 +343,8 @@ def _analyse(args: argparse.Namespace) -> Path:
     rankers = [b.label for b in base]
     goals = {"hit@10": args.goal_hit, "mrr@10": args.goal_mrr}
     summary = per_case_report.summarise(valid, test, REFERENCE, rankers[1:], goals, FUSED)
-    knn = normalised_check(valid, test, record, normalised, ranking.metric, ks) if normalised else None
+    knn = (normalised_check(valid, test, record, normalised, ranking.metric, ks)
+           if normalised else None)
     command = " ".join([PROG, "--config", shlex.quote(args.config), "--seed", str(seed)]
                        + (["--output", shlex.quote(args.output)] if args.output else [])
                        + (["--threads", str(args.threads)] if args.threads else [])

@@ -46,7 +46,8 @@ def write_repeating_benchmark(root: Path, name: str = "tiny", n_items: int = 40,
                 else:
                     items.append(rng.randrange(1, top + 1))
             for j in range(1, len(items)):
-                rows.append(f"s{sid}\t{' '.join(map(str, items[:j]))}\t{items[j]}\t{sid * 100 + j}.0")
+                prefix = " ".join(map(str, items[:j]))
+                rows.append(f"s{sid}\t{prefix}\t{items[j]}\t{sid * 100 + j}.0")
         (folder / f"{name}.{split}.inter").write_text("\n".join(rows) + "\n")
 
 
@@ -93,7 +94,8 @@ def test_case_features():
     assert per_case.target_kind(seq[:1], length[:1], torch.tensor([0])) == [per_case.NEW]
     # training cases of the sessions 3 4 5 and 7 8: targets, plus each session's first click
     train_seq = torch.tensor([[3, 0], [3, 4], [7, 0]])
-    clicks = per_case.training_clicks(train_seq, torch.tensor([1, 2, 1]), torch.tensor([4, 5, 8]), 10)
+    clicks = per_case.training_clicks(train_seq, torch.tensor([1, 2, 1]),
+                                      torch.tensor([4, 5, 8]), 10)
     assert clicks.tolist() == [0, 0, 0, 1, 1, 1, 0, 1, 1, 0]
 
 
@@ -166,8 +168,9 @@ def test_the_command_trains_what_is_missing_and_reproduces_the_record(analysed):
     for name, key in (("SR-GNN", "test_plain"), ("fused", "test_fused")):
         for metric, value in record[key].items():
             assert test_rows[name]["recomputed"][metric] == value
-    assert summary["overall"]["SR-GNN"]["hit@10"] == pytest.approx(record["test_plain"]["hit@10"], abs=5e-5)
-    assert summary["overall"]["fused"]["mrr@10"] == pytest.approx(record["test_fused"]["mrr@10"], abs=5e-5)
+    overall = summary["overall"]
+    assert overall["SR-GNN"]["hit@10"] == pytest.approx(record["test_plain"]["hit@10"], abs=5e-5)
+    assert overall["fused"]["mrr@10"] == pytest.approx(record["test_fused"]["mrr@10"], abs=5e-5)
     # the swept validation points the analysis ranks again are checked too: alpha 0, the chosen
     assert [r["ranker"] for r in check["rows"] if r["split"] == "valid"] == ["SR-GNN", "fused"]
     # the rules alone (many tied scores) rank as RecBole's evaluator ranks the SequenceRules model
@@ -223,7 +226,8 @@ def test_the_report_groups_and_bounds(analysed):
     assert {"target", "repeat", "prefix length", "training clicks of the target",
             "target in the kNN neighbours"} <= groups
     for r in (r for r in rows if r["grouping"] == "all"):
-        assert float(r["hit@10"]) == pytest.approx(summary["overall"][r["ranker"]]["hit@10"], abs=1e-6)
+        expected = summary["overall"][r["ranker"]]["hit@10"]
+        assert float(r["hit@10"]) == pytest.approx(expected, abs=1e-6)
     # the tiny data has repeats and test-only items: both groups are filled
     repeat = next(r for r in rows if r["bucket"] == "repeat" and r["ranker"] == "SR-GNN")
     assert 0 < int(repeat["cases"]) < summary["cases"]
@@ -317,7 +321,8 @@ def test_the_committed_analysis_is_of_the_committed_record():
     summary = json.loads((out / "summary.json").read_text())
     record = json.loads((repo / "benchmarks" / "results" / "fusion-cotrec-hybrid-ssm" / "runs"
                          / f"seed{summary['seed']}.json").read_text())
-    plan = fusion_plan.load_plan(repo / "benchmarks" / "configs" / "fusion" / "cotrec-hybrid-ssm.yaml")
+    plan = fusion_plan.load_plan(repo / "benchmarks" / "configs" / "fusion"
+                                 / "cotrec-hybrid-ssm.yaml")
     assert summary["model"] == f"seed{summary['seed']}-{fusion_plan.settings_hash(plan)}.pth"
     assert summary["reproduction"]["exact"]
     tested = {r["ranker"]: r["recomputed"] for r in summary["reproduction"]["rows"]

@@ -207,7 +207,8 @@ def metrics(ranks: Tensor, ks: Sequence[int], digits: int = 4) -> dict[str, floa
         inside = r <= k
         out[f"hit@{k}"] = round(float(inside.mean()), digits)
         out[f"mrr@{k}"] = round(float(np.where(inside, 1.0 / r, 0.0).mean()), digits)
-        out[f"ndcg@{k}"] = round(float(np.where(inside, 1.0 / np.log2(r + 1.0), 0.0).mean()), digits)
+        dcg = np.where(inside, 1.0 / np.log2(r + 1.0), 0.0)
+        out[f"ndcg@{k}"] = round(float(dcg.mean()), digits)
     return out
 
 

@@ -198,8 +198,9 @@ def bound_tables(summary: Mapping, reference: str) -> list[str]:
     goals = summary["needed"]["goals"]
     if goals:
         ranker = summary["needed"]["ranker"]
+        share = next(iter(goals.values()))["new_share"]
         lines += ["", "### (f) What the goals need", "",
-                  f"`{ranker}`'s test value, on the new targets ({_pct(next(iter(goals.values()))['new_share'])} "
+                  f"`{ranker}`'s test value, on the new targets ({_pct(share)} "
                   "of the cases) and on the repeats, and what reaching each goal would take: on "
                   "the new targets with the repeats as they are (or all at rank 1), or on the "
                   "repeats with the new targets as they are (above 1: out of reach).", ""]
