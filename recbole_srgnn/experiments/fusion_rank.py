@@ -116,14 +116,16 @@ class Ranking:
 
     ``checkpoint_dir``: where the rebuilt trainer may make its (unused) checkpoint folder;
     default the one stored in the checkpoint. ``scorers``: the names of the config's scorers to
-    build (default all of them)."""
+    build (default all of them). ``settings``: more run settings over the checkpoint's and the
+    plan's threads (e.g. another ``data_path`` or ``threads``; none that change the model)."""
 
     def __init__(self, plan: FusionPlan, checkpoints: Sequence[str | os.PathLike], *,
-                 checkpoint_dir: str | None = None, scorers: Sequence[str] | None = None) -> None:
+                 checkpoint_dir: str | None = None, scorers: Sequence[str] | None = None,
+                 settings: Mapping | None = None) -> None:
         from recbole_srgnn.model.fused import FusedRanker
         from recbole_srgnn.training import checkpoints as saved_models
 
-        overrides = {"threads": plan.threads}
+        overrides = {"threads": plan.threads, **(settings or {})}
         if checkpoint_dir is not None:
             overrides["checkpoint_dir"] = checkpoint_dir
         self.loaded = saved_models.load_trained(checkpoints[0], overrides, quiet=True)
