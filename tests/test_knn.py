@@ -251,3 +251,29 @@ def test_end_to_end_and_predict_agrees_with_full_sort(tiny, monkeypatch, name):
     assert results["epochs_trained"] == 1
     # every tiny session walks k -> k+1: the neighbours hold the true next item
     assert results["test_result"]["hit@10"] >= 0.8, results["test_result"]
+
+
+def test_knn_speed_benchmark_smoke(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_tiny_benchmark(tmp_path / "data", "tiny", seed=3)
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "benchmarks.knn_speed", "--dataset", "tiny",
+               "--models", "STAN", "SKNN", "--data_path", str(tmp_path / "data"),
+               "--output", str(out)]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "knn_speed.json").read_text())
+    assert [r["model"] for r in report["runs"]] == ["STAN", "SKNN"]
+    assert all(r["model_build_s"] > 0 and r["test_eval_s"] > 0 for r in report["runs"])
+    assert all(0 <= r["hit@10"] <= 1 for r in report["runs"])
+    table = (out / "knn_speed.md").read_text()
+    assert "| STAN | --lambda_snh=5.0 |" in table and "| met |" in table
+    assert sorted(p.name for p in out.iterdir()) == ["knn_speed.json", "knn_speed.md"]
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.knn_speed", "--models", "XKNN"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
