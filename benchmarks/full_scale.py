@@ -1,0 +1,412 @@
+"""Full-scale run: a generated Retail Rocket log of the real file's size, converted, loaded with
+RecBole, one SR-GNN epoch with full cross-entropy and one with the sampled softmax, each tested.
+
+The stages, each timed, the costly ones each in a fresh process (peak RSS is that process's
+``ru_maxrss``):
+
+1. generate (in this process) a synthetic ``events.csv`` with ``convert_speed.events_file``
+   (the real file's 2,756,101 rows and, by default, its ~235k item ids scaled to ``--rows``),
+   reused when ``--workdir`` already holds it;
+2. convert it with the default protocol (``convert_speed.run_child``: a fresh process,
+   ``force=True``) into ``<workdir>/retailrocket/``, the folder the registry uses for the dataset
+   ``retailrocket``;
+3. load it the way ``training.runs.run`` does (the dataset step, which reuses the conversion;
+   RecBole's ``Config``; ``create_dataset``; ``data_preparation``), in a fresh process;
+4. train SR-GNN with its defaults for one epoch, ``loss_type: CE``, then again with ``SSM``
+   (2,048 negatives), each in a fresh process through ``training.runs.run`` (what ``run.py``
+   calls): the epoch, the validation after it and the test evaluation (full ranking) timed
+   separately.
+
+Writes ``<output>/full_scale.json`` and ``full_scale.md`` (default
+``benchmarks/results/full_scale``), renamed into place once the run completed, with the machine,
+the command, the counts and the targets of issue 31 (conversion < 10 s, peak RSS < 4 GB while
+training, an SSM epoch at most a quarter of a CE epoch), each met or MISSED.
+
+    python -m benchmarks.full_scale --threads 1                  # full size: about an hour
+    python -m benchmarks.full_scale --rows 20000 --output /tmp/fs   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from benchmarks.convert_speed import FULL_ITEMS, FULL_ROWS, events_file, run_child
+from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
+from recbole_srgnn.experiments.machine import machine
+from recbole_srgnn.files import atomic_outputs
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "full_scale"
+DATASET = "retailrocket"  # the registered name: the pipeline converts/reuses <workdir>/retailrocket
+MODEL = "SRGNN"
+NUM_NEGATIVES = 2048
+LOSSES = {"CE": {"loss_type": "CE"},
+          "SSM": {"loss_type": "SSM", "num_negatives": NUM_NEGATIVES}}
+CONVERT_TARGET_S = 10.0
+PEAK_TARGET_MIB = 4e9 / 2**20  # 4 GB = 4·10⁹ bytes = 3,815 MiB
+SSM_TARGET_RATIO = 0.25
+TAIL_CHARS = 4000
+
+
+def say(message: str) -> None:
+    print(f"[full-scale] {message}", flush=True)
+
+
+def default_items(rows: int) -> int:
+    """The generated catalogue: the real file's ~235k item ids at its size, scaled to ``rows``."""
+    return max(2, round(FULL_ITEMS * rows / FULL_ROWS))
+
+
+def run_settings(workdir: Path, events: Path, threads: int) -> dict:
+    """What every loading/training process is given beyond SR-GNN's defaults."""
+    settings = {"data_path": str(workdir), "source_path": str(events), "epochs": 1,
+                "checkpoint_dir": str(workdir / "saved"), "data_progress": False}
+    if threads:
+        settings["threads"] = threads
+    return settings
+
+
+# --------------------------------------------------------------------------------------------
+# workers: one stage in its own process, its JSON result the last line of stdout
+# --------------------------------------------------------------------------------------------
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_worker(workdir: Path, events: Path, threads: int) -> dict:
+    """Stage 3: the dataset step, Config, create_dataset and data_preparation, each timed
+    (``load_s``: the four; the model package's imports before them are ``model_imports_s``)."""
+    from recbole.data import data_preparation
+
+    from recbole_srgnn.prepared_data import load_dataset
+    from recbole_srgnn.training.config import make_config
+    from recbole_srgnn.training.datasets import ready_settings
+    from recbole_srgnn.training.models import resolve_model_name
+    from recbole_srgnn.training.startup import quiet_logging, start
+
+    stats = workdir / DATASET / f"{DATASET}.stats.json"
+    stats_before = stats.stat().st_mtime_ns if stats.is_file() else None
+    importing = time.perf_counter()
+    resolve_model_name(MODEL)  # imports the model package (torch_geometric): timed apart
+    began = time.perf_counter()
+    _, model_class, settings = ready_settings(MODEL, DATASET, config_dict=run_settings(
+        workdir, events, threads))
+    ready = time.perf_counter()
+    config = make_config(model_class, DATASET, settings)
+    configured = time.perf_counter()
+    with quiet_logging(True):
+        start(config, quiet=True)
+        dataset = load_dataset(config)
+        loaded = time.perf_counter()
+        train, valid, test = data_preparation(config, dataset)
+    prepared = time.perf_counter()
+    return {
+        "model_imports_s": began - importing,
+        "dataset_step_s": ready - began,
+        "conversion_reused": stats_before is not None and stats.stat().st_mtime_ns == stats_before,
+        "config_s": configured - ready,
+        "create_dataset_s": loaded - configured,
+        "data_preparation_s": prepared - loaded,
+        "load_s": prepared - began,
+        "peak_rss_mib": peak_rss_mib(),
+        "num_items": int(dataset.item_num) - 1,  # item_num counts the padding id
+        "train_cases": int(train.dataset.inter_num),
+        "valid_cases": int(valid.dataset.inter_num),
+        "test_cases": int(test.dataset.inter_num),
+    }
+
+
+def train_worker(loss: str, workdir: Path, events: Path, threads: int) -> dict:
+    """Stage 4: one epoch with ``loss`` through ``training.runs.run``, validated and tested."""
+    from recbole_srgnn.training.runs import run
+
+    began = time.perf_counter()
+    results = run(MODEL, DATASET, config_dict={**run_settings(workdir, events, threads),
+                                               **LOSSES[loss]},
+                  result_file=workdir / f"{loss.lower()}.json", saved=False, quiet=False,
+                  show_progress=True)
+    wall = time.perf_counter() - began
+    epoch = results["valid_curve"][0]
+    return {
+        "loss": loss,
+        "num_negatives": min(NUM_NEGATIVES, results["num_items"]) if loss == "SSM" else None,
+        "epoch_s": epoch["seconds"],
+        "valid_eval_s": epoch.get("valid_seconds"),
+        "test_eval_s": results["test_eval_s"],
+        "model_build_s": results["model_build_s"],
+        # the rest of run(): dataset step, Config, load, splits, trainer, results file
+        "other_s": wall - results["seconds_total"] - results["model_build_s"],
+        "run_s": wall,
+        "peak_rss_mib": peak_rss_mib(),
+        "train_loss": epoch["train_loss"],
+        "test_result": results["test_result"],
+        "torch_threads": results["torch_threads"],
+        "device": results["device"],
+        **{key: results[key] for key in ("num_items", "train_cases", "valid_cases", "test_cases")},
+    }
+
+
+def worker(args) -> dict:
+    workdir, events = Path(args.workdir), Path(args.events)
+    if args.worker == "load":
+        return load_worker(workdir, events, args.threads)
+    return train_worker(args.worker, workdir, events, args.threads)
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------------------------
+def run_stage(stage: str, workdir: Path, events: Path, threads: int) -> dict:
+    """``stage`` in a fresh ``--worker`` process (cwd ``workdir``, where RecBole puts its log
+    folder); its stderr (RecBole's log, progress bars) is echoed. Returns its JSON line, with
+    ``process_s`` (the whole process, interpreter start and imports included)."""
+    out_file = workdir / f"worker-{stage}.out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    command = [sys.executable, "-m", "benchmarks.full_scale", "--worker", stage,
+               "--workdir", str(workdir), "--events", str(events), "--threads", str(threads)]
+    began = time.perf_counter()
+    with open(out_file, "w") as stdout:
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=stdout,
+                                   stderr=subprocess.PIPE, text=True)
+        tail = echo(process.stderr)
+        code = process.wait()
+    process_s = time.perf_counter() - began
+    if code != 0:
+        lines = [line for line in tail.replace("\r", "\n").splitlines() if line.strip()]
+        raise SystemExit(f"error: the {stage} stage failed (exit {code}): "
+                         f"{lines[-1] if lines else 'no output'}")
+    return {**json.loads(out_file.read_text().strip().splitlines()[-1]), "process_s": process_s}
+
+
+def echo(stream) -> str:
+    """Copy ``stream`` to stderr as it comes; its last ``TAIL_CHARS`` characters."""
+    tail = ""
+    for chunk in iter(lambda: stream.read(256), ""):
+        sys.stderr.write(chunk)
+        sys.stderr.flush()
+        tail = (tail + chunk)[-TAIL_CHARS:]
+    return tail
+
+
+def convert(events: Path, workdir: Path) -> dict:
+    """Stage 2 in a fresh process; a failed conversion is one line."""
+    try:
+        return run_child(events, workdir / DATASET)
+    except SystemExit as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise InputError(f"converting {events} failed: {lines[-1] if lines else exc}") from None
+
+
+@contextlib.contextmanager
+def work_folder(given: Path | None) -> Iterator[Path]:
+    """``given`` (kept), else a temporary folder removed afterwards."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="full-scale-") as tmp:
+        yield Path(tmp)
+
+
+def targets(convert_s: float, trainings: dict[str, dict]) -> list[dict]:
+    """Issue 31's targets, each with the measured value and whether it was met."""
+    peak = max(t["peak_rss_mib"] for t in trainings.values())
+    ratio = trainings["SSM"]["epoch_s"] / trainings["CE"]["epoch_s"]
+    return [
+        {"target": f"conversion < {CONVERT_TARGET_S:g} s", "measured": f"{convert_s:.2f} s",
+         "met": convert_s < CONVERT_TARGET_S},
+        {"target": f"peak RSS while training < 4 GB ({PEAK_TARGET_MIB:,.0f} MiB)",
+         "measured": f"{peak:,.0f} MiB", "met": peak < PEAK_TARGET_MIB},
+        {"target": "SSM epoch <= 1/4 of a CE epoch",
+         "measured": f"{trainings['SSM']['epoch_s']:,.1f} s / {trainings['CE']['epoch_s']:,.1f} s "
+                     f"= {ratio:.3f}", "met": ratio <= SSM_TARGET_RATIO},
+    ]
+
+
+def measure(args, workdir: Path) -> dict:
+    """Stages 1-4; the result dict (without the machine and command)."""
+    items = args.items or default_items(args.rows)
+    say(f"work folder {workdir}")
+    began = time.perf_counter()
+    existed = (workdir / f"events-{args.rows}-seed{args.seed}-items{items}.csv").is_file()
+    events = events_file(args.rows, args.seed, items, folder=workdir)
+    generate_s = time.perf_counter() - began
+    say(f"log: {events.name} ({'reused' if existed else f'generated in {generate_s:.1f} s'})")
+    say("converting (default protocol, fresh process) ...")
+    conversion = convert(events, workdir)
+    say(f"converted in {conversion['convert_s']:.2f} s, peak RSS "
+        f"{conversion['peak_rss_mib']:,.0f} MiB")
+    say("loading with RecBole (fresh process) ...")
+    load = run_stage("load", workdir, events, args.threads)
+    say(f"loaded in {load['load_s']:.1f} s ({load['num_items']:,} items, "
+        f"{load['train_cases']:,} / {load['valid_cases']:,} / {load['test_cases']:,} cases), "
+        f"peak RSS {load['peak_rss_mib']:,.0f} MiB")
+    trainings = {}
+    for loss in LOSSES:
+        say(f"one {MODEL} epoch with {loss}, then validation and test (fresh process) ...")
+        trainings[loss] = result = run_stage(loss, workdir, events, args.threads)
+        say(f"{loss}: epoch {result['epoch_s']:,.1f} s, test evaluation "
+            f"{result['test_eval_s']:,.1f} s, peak RSS {result['peak_rss_mib']:,.0f} MiB")
+    return {
+        "input": {"rows": args.rows, "items_generated": items, "seed": args.seed,
+                  "bytes": events.stat().st_size, "generated_s": None if existed else generate_s,
+                  "generator": f"benchmarks.convert_speed.events_file({args.rows}, {args.seed}, "
+                               f"{items}) -> recbole_srgnn.data.synthetic.write_events_csv",
+                  "raw": conversion["raw"]},
+        "conversion": {key: conversion[key] for key in (
+            "convert_s", "convert_cpu_s", "import_s", "process_wall_s", "peak_rss_mib",
+            "splits", "rounds")},
+        "load": load,
+        "trainings": trainings,
+        "targets": targets(conversion["convert_s"], trainings),
+    }
+
+
+def machine_info(device: str) -> dict:
+    """The shared machine description, torch's version and the device the trainings used
+    (this process never imports torch: the workers do)."""
+    from importlib.metadata import version
+
+    return {**machine(), "torch": version("torch"), "device": device}
+
+
+def rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
+
+
+def markdown(r: dict) -> str:
+    """The report: command, machine, counts, the stages' times and memory, the targets."""
+    m, conv, load, raw = r["machine"], r["conversion"], r["load"], r["input"]["raw"]
+    split = conv["splits"]
+    lines = [
+        "# Full-scale run: Retail Rocket-size log, converted, loaded, one SR-GNN epoch (CE, SSM)",
+        "", f"Measured {r['when']}: `{r['command']}` ({r['seconds_total'] / 60:.1f} min in all).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, device "
+        f"{m['device']}; Python {m['python']}, torch {m['torch']}; "
+        f"{r['threads'] or 'auto'} torch thread(s) per process. Load average (1 min) before / "
+        f"after: {r['load_average'][0]:.2f} / {r['load_average'][1]:.2f}."
+        + (f" {r['note']}" if r["note"] else ""),
+        "",
+        f"Input: synthetic `events.csv` ({raw['rows']:,} rows, {raw['visitors']:,} visitors, "
+        f"{raw['items']:,} items; {r['input']['bytes'] / 1e6:.1f} MB) from "
+        f"`{r['input']['generator']}`. Converted with the default protocol: "
+        + ", ".join(f"{name} {s['sessions']:,} sessions / {s['cases']:,} cases / "
+                    f"{s['items']:,} items" for name, s in split.items())
+        + f". RecBole: {load['num_items']:,} items, {load['train_cases']:,} / "
+          f"{load['valid_cases']:,} / {load['test_cases']:,} train / valid / test cases.",
+        "",
+        "## Stages",
+        "",
+        "| stage (each in a fresh process) | seconds | peak RSS (MiB) |",
+        "|---|---:|---:|",
+        f"| convert (the conversion call; CPU {conv['convert_cpu_s']:.2f} s) | "
+        f"{conv['convert_s']:.2f} | {conv['peak_rss_mib']:,.0f} |",
+        f"| RecBole load (after {load['model_imports_s']:.1f} s of imports): dataset step {load['dataset_step_s']:.1f} s (conversion reused: "
+        f"{load['conversion_reused']}), Config {load['config_s']:.1f} s, create_dataset "
+        f"{load['create_dataset_s']:.1f} s, data_preparation {load['data_preparation_s']:.1f} s "
+        f"| {load['load_s']:.1f} | {load['peak_rss_mib']:,.0f} |",
+        "",
+        f"## One {MODEL} epoch (defaults, batch 512, embedding 100), then validation and test",
+        "",
+        "| loss | epoch s | validation eval s | test eval s (full ranking) | rest of the run s "
+        "| process s | peak RSS (MiB) | train loss | test Hit@20 | test MRR@20 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for loss, t in r["trainings"].items():
+        name = f"SSM ({t['num_negatives']:,} negatives)" if loss == "SSM" else "CE (full softmax)"
+        test = t["test_result"] or {}
+        lines.append(
+            f"| {name} | {t['epoch_s']:,.1f} | {t['valid_eval_s']:,.1f} | {t['test_eval_s']:,.1f} "
+            f"| {t['other_s'] + t['model_build_s']:,.1f} | {t['process_s']:,.1f} | "
+            f"{t['peak_rss_mib']:,.0f} | {t['train_loss']:.3f} | {test.get('hit@20', float('nan')):.4f} "
+            f"| {test.get('mrr@20', float('nan')):.4f} |")
+    lines += [
+        "",
+        "\"rest of the run\": the dataset step, Config, RecBole load and splits, model and trainer "
+        "construction inside `training.runs.run`; \"process\": the whole worker process.",
+        "",
+        "## Targets (issue 31)",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |"
+              for t in r["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, result: dict) -> None:
+    """``full_scale.json`` and ``full_scale.md``, each written to a temporary name and renamed."""
+    with atomic_outputs([out / "full_scale.json", out / "full_scale.md"]) as (json_tmp, md_tmp):
+        json_tmp.write_text(json.dumps(rounded(result), indent=2) + "\n")
+        md_tmp.write_text(markdown(result))
+
+
+def parser() -> OneLineArgumentParser:
+    p = OneLineArgumentParser(flag_aliases={"--out": "--output", "--results": "--output"},
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--output", type=Path, default=RESULTS,
+                   help="folder for full_scale.json / .md (benchmarks/results/full_scale)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per process (0 = the threads setting's default, auto)")
+    p.add_argument("--rows", type=int, default=FULL_ROWS, help=f"rows generated ({FULL_ROWS:,})")
+    p.add_argument("--items", type=int, default=0,
+                   help=f"item ids generated (0 = {FULL_ITEMS:,} scaled to --rows)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (0)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="folder for the log, the converted dataset and the runs' files, kept "
+                        "(default: a temporary folder, removed)")
+    p.add_argument("--note", default="", help="a sentence on the conditions, put in the report")
+    p.add_argument("--worker", choices=["load", *LOSSES], help=argparse.SUPPRESS)
+    p.add_argument("--events", help=argparse.SUPPRESS)
+    return p
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.rows < 1 or args.items < 0 or args.threads < 0 or args.seed < 0:
+        raise InputError("--rows must be >= 1, --items, --threads and --seed >= 0")
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    began = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    with work_folder(args.workdir) as workdir:
+        result = measure(args, workdir)
+    command = "python -m benchmarks.full_scale " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    result = {"benchmark": "full-scale run (issue 31)", "command": command.strip(),
+              "machine": machine_info(result["trainings"]["CE"]["device"]),
+              "threads": args.threads, "note": args.note,
+              "load_average": [load_before, os.getloadavg()[0]],
+              "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "seconds_total": time.perf_counter() - began, **result}
+    write_outputs(args.output, result)
+    say(f"wrote {args.output / 'full_scale.md'} and .json")
+    for target in result["targets"]:
+        say(f"{target['target']}: {target['measured']} -> {'met' if target['met'] else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
