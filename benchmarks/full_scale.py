@@ -18,9 +18,10 @@ The stages, each timed, the costly ones each in a fresh process (peak RSS is tha
    separately.
 
 Writes ``<output>/full_scale.json`` and ``full_scale.md`` (default
-``benchmarks/results/full_scale``), renamed into place once the run completed, with the machine,
-the command, the counts and the targets of issue 31 (conversion < 10 s, peak RSS < 4 GB while
-training, an SSM epoch at most a quarter of a CE epoch), each met or MISSED.
+``benchmarks/results/full_scale``; ``benchmarks.full_scale_report``), renamed into place once
+the run completed, with the machine, the command, the counts and the targets of issue 31
+(conversion < 10 s, peak RSS < 4 GB while training, an SSM epoch at most a quarter of a CE
+epoch), each met or MISSED.
 
     python -m benchmarks.full_scale --threads 1                  # full size: about an hour
     python -m benchmarks.full_scale --rows 20000 --output /tmp/fs   # seconds
@@ -40,9 +41,9 @@ from pathlib import Path
 from typing import Iterator
 
 from benchmarks.convert_speed import FULL_ITEMS, FULL_ROWS, events_file, run_child
+from benchmarks.full_scale_report import targets, write_outputs
 from recbole_srgnn.errors import InputError, OneLineArgumentParser, cli_errors
 from recbole_srgnn.experiments.machine import machine
-from recbole_srgnn.files import atomic_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "full_scale"
@@ -51,9 +52,6 @@ MODEL = "SRGNN"
 NUM_NEGATIVES = 2048
 LOSSES = {"CE": {"loss_type": "CE"},
           "SSM": {"loss_type": "SSM", "num_negatives": NUM_NEGATIVES}}
-CONVERT_TARGET_S = 10.0
-PEAK_TARGET_MIB = 4e9 / 2**20  # 4 GB = 4·10⁹ bytes = 3,815 MiB
-SSM_TARGET_RATIO = 0.25
 TAIL_CHARS = 4000
 
 
@@ -170,7 +168,8 @@ def worker(args) -> dict:
 def run_stage(stage: str, workdir: Path, events: Path, threads: int) -> dict:
     """``stage`` in a fresh ``--worker`` process (cwd ``workdir``, where RecBole puts its log
     folder); its stderr (RecBole's log, progress bars) is echoed. Returns its JSON line, with
-    ``process_s`` (the whole process, interpreter start and imports included)."""
+    ``process_s`` (the whole process, interpreter start and imports included) and the
+    machine's 1-minute load average when it ended (the machine may be shared)."""
     out_file = workdir / f"worker-{stage}.out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
@@ -187,7 +186,8 @@ def run_stage(stage: str, workdir: Path, events: Path, threads: int) -> dict:
         lines = [line for line in tail.replace("\r", "\n").splitlines() if line.strip()]
         raise SystemExit(f"error: the {stage} stage failed (exit {code}): "
                          f"{lines[-1] if lines else 'no output'}")
-    return {**json.loads(out_file.read_text().strip().splitlines()[-1]), "process_s": process_s}
+    return {**json.loads(out_file.read_text().strip().splitlines()[-1]), "process_s": process_s,
+            "load_average_after": os.getloadavg()[0]}
 
 
 def echo(stream) -> str:
@@ -203,7 +203,7 @@ def echo(stream) -> str:
 def convert(events: Path, workdir: Path) -> dict:
     """Stage 2 in a fresh process; a failed conversion is one line."""
     try:
-        return run_child(events, workdir / DATASET)
+        return {**run_child(events, workdir / DATASET), "load_average_after": os.getloadavg()[0]}
     except SystemExit as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()]
         raise InputError(f"converting {events} failed: {lines[-1] if lines else exc}") from None
@@ -218,21 +218,6 @@ def work_folder(given: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="full-scale-") as tmp:
         yield Path(tmp)
-
-
-def targets(convert_s: float, trainings: dict[str, dict]) -> list[dict]:
-    """Issue 31's targets, each with the measured value and whether it was met."""
-    peak = max(t["peak_rss_mib"] for t in trainings.values())
-    ratio = trainings["SSM"]["epoch_s"] / trainings["CE"]["epoch_s"]
-    return [
-        {"target": f"conversion < {CONVERT_TARGET_S:g} s", "measured": f"{convert_s:.2f} s",
-         "met": convert_s < CONVERT_TARGET_S},
-        {"target": f"peak RSS while training < 4 GB ({PEAK_TARGET_MIB:,.0f} MiB)",
-         "measured": f"{peak:,.0f} MiB", "met": peak < PEAK_TARGET_MIB},
-        {"target": "SSM epoch <= 1/4 of a CE epoch",
-         "measured": f"{trainings['SSM']['epoch_s']:,.1f} s / {trainings['CE']['epoch_s']:,.1f} s "
-                     f"= {ratio:.3f}", "met": ratio <= SSM_TARGET_RATIO},
-    ]
 
 
 def measure(args, workdir: Path) -> dict:
@@ -267,7 +252,7 @@ def measure(args, workdir: Path) -> dict:
                   "raw": conversion["raw"]},
         "conversion": {key: conversion[key] for key in (
             "convert_s", "convert_cpu_s", "import_s", "process_wall_s", "peak_rss_mib",
-            "splits", "rounds")},
+            "splits", "rounds", "load_average_after")},
         "load": load,
         "trainings": trainings,
         "targets": targets(conversion["convert_s"], trainings),
@@ -280,85 +265,6 @@ def machine_info(device: str) -> dict:
     from importlib.metadata import version
 
     return {**machine(), "torch": version("torch"), "device": device}
-
-
-def rounded(value):
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {key: rounded(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [rounded(item) for item in value]
-    return value
-
-
-def markdown(r: dict) -> str:
-    """The report: command, machine, counts, the stages' times and memory, the targets."""
-    m, conv, load, raw = r["machine"], r["conversion"], r["load"], r["input"]["raw"]
-    split = conv["splits"]
-    lines = [
-        "# Full-scale run: Retail Rocket-size log, converted, loaded, one SR-GNN epoch (CE, SSM)",
-        "", f"Measured {r['when']}: `{r['command']}` ({r['seconds_total'] / 60:.1f} min in all).",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, device "
-        f"{m['device']}; Python {m['python']}, torch {m['torch']}; "
-        f"{r['threads'] or 'auto'} torch thread(s) per process. Load average (1 min) before / "
-        f"after: {r['load_average'][0]:.2f} / {r['load_average'][1]:.2f}."
-        + (f" {r['note']}" if r["note"] else ""),
-        "",
-        f"Input: synthetic `events.csv` ({raw['rows']:,} rows, {raw['visitors']:,} visitors, "
-        f"{raw['items']:,} items; {r['input']['bytes'] / 1e6:.1f} MB) from "
-        f"`{r['input']['generator']}`. Converted with the default protocol: "
-        + ", ".join(f"{name} {s['sessions']:,} sessions / {s['cases']:,} cases / "
-                    f"{s['items']:,} items" for name, s in split.items())
-        + f". RecBole: {load['num_items']:,} items, {load['train_cases']:,} / "
-          f"{load['valid_cases']:,} / {load['test_cases']:,} train / valid / test cases.",
-        "",
-        "## Stages",
-        "",
-        "| stage (each in a fresh process) | seconds | peak RSS (MiB) |",
-        "|---|---:|---:|",
-        f"| convert (the conversion call; CPU {conv['convert_cpu_s']:.2f} s) | "
-        f"{conv['convert_s']:.2f} | {conv['peak_rss_mib']:,.0f} |",
-        f"| RecBole load (after {load['model_imports_s']:.1f} s of imports): dataset step {load['dataset_step_s']:.1f} s (conversion reused: "
-        f"{load['conversion_reused']}), Config {load['config_s']:.1f} s, create_dataset "
-        f"{load['create_dataset_s']:.1f} s, data_preparation {load['data_preparation_s']:.1f} s "
-        f"| {load['load_s']:.1f} | {load['peak_rss_mib']:,.0f} |",
-        "",
-        f"## One {MODEL} epoch (defaults, batch 512, embedding 100), then validation and test",
-        "",
-        "| loss | epoch s | validation eval s | test eval s (full ranking) | rest of the run s "
-        "| process s | peak RSS (MiB) | train loss | test Hit@20 | test MRR@20 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for loss, t in r["trainings"].items():
-        name = f"SSM ({t['num_negatives']:,} negatives)" if loss == "SSM" else "CE (full softmax)"
-        test = t["test_result"] or {}
-        lines.append(
-            f"| {name} | {t['epoch_s']:,.1f} | {t['valid_eval_s']:,.1f} | {t['test_eval_s']:,.1f} "
-            f"| {t['other_s'] + t['model_build_s']:,.1f} | {t['process_s']:,.1f} | "
-            f"{t['peak_rss_mib']:,.0f} | {t['train_loss']:.3f} | {test.get('hit@20', float('nan')):.4f} "
-            f"| {test.get('mrr@20', float('nan')):.4f} |")
-    lines += [
-        "",
-        "\"rest of the run\": the dataset step, Config, RecBole load and splits, model and trainer "
-        "construction inside `training.runs.run`; \"process\": the whole worker process.",
-        "",
-        "## Targets (issue 31)",
-        "",
-        "| target | measured | |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'MISSED'} |"
-              for t in r["targets"]]
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(out: Path, result: dict) -> None:
-    """``full_scale.json`` and ``full_scale.md``, each written to a temporary name and renamed."""
-    with atomic_outputs([out / "full_scale.json", out / "full_scale.md"]) as (json_tmp, md_tmp):
-        json_tmp.write_text(json.dumps(rounded(result), indent=2) + "\n")
-        md_tmp.write_text(markdown(result))
 
 
 def parser() -> OneLineArgumentParser:
@@ -395,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(args, workdir)
     command = "python -m benchmarks.full_scale " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    result = {"benchmark": "full-scale run (issue 31)", "command": command.strip(),
+    result = {"benchmark": "full-scale run (issue 31)", "command": command.strip(), "model": MODEL,
               "machine": machine_info(result["trainings"]["CE"]["device"]),
               "threads": args.threads, "note": args.note,
               "load_average": [load_before, os.getloadavg()[0]],

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.full_scale import targets
+from benchmarks.full_scale_report import targets
 
 REPO = Path(__file__).resolve().parents[1]
 
