@@ -91,8 +91,8 @@ def trainings_table(trainings: dict[str, dict], model: str) -> list[str]:
         f"## One {model} epoch (defaults, batch 512, embedding 100), then validation and test",
         "",
         "| loss | epoch s | validation eval s | test eval s (full ranking) | rest of the run s "
-        "| process s | peak RSS (MiB) | load average after | train loss | test Hit@20 "
-        "| test MRR@20 |",
+        "| process s | peak RSS (MiB) | load average after | train loss (sum of batches) "
+        "| test Hit@20 | test MRR@20 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for loss, t in trainings.items():
