@@ -62,12 +62,12 @@ print(json.dumps({
 """
 
 
-def events_file(n_rows: int, seed: int, n_items: int | None) -> Path:
-    """The cached synthetic events file (generated on first use)."""
+def events_file(n_rows: int, seed: int, n_items: int | None, folder: Path = DATA) -> Path:
+    """The cached synthetic events file in ``folder`` (generated on first use)."""
     from recbole_srgnn.data.synthetic import write_events_csv
 
     suffix = f"-items{n_items}" if n_items else ""
-    path = DATA / f"events-{n_rows}-seed{seed}{suffix}.csv"
+    path = folder / f"events-{n_rows}-seed{seed}{suffix}.csv"
     if not path.is_file():
         print(f"generating {path} ...", flush=True)
         began = time.perf_counter()

@@ -35,7 +35,10 @@ adds to :class:`recbole.trainer.Trainer`:
 - an optional *resume state* (``resume_file``), written atomically after every validation: the
   weights, optimizer, scheduler, early-stopping counters, epoch record, best weights and every
   random-number state training draws from. An interrupted run continues from its last finished
-  epoch, exactly as it would have gone on (``load_resume_state``).
+  epoch, exactly as it would have gone on (``load_resume_state``);
+- evaluation's top-k hits collected without the dense ``[batch, n_items]`` matrix RecBole's
+  collector builds per batch (same numbers, much less time on a large catalogue:
+  ``recbole_compat`` §5).
 """
 
 from __future__ import annotations
@@ -53,7 +56,11 @@ from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
 from recbole_srgnn.provenance import DATA_KEY, check_data, seal
-from recbole_srgnn.training.recbole_compat import early_stopping_rule, strict_early_stopping
+from recbole_srgnn.training.recbole_compat import (
+    TopkCollector,
+    early_stopping_rule,
+    strict_early_stopping,
+)
 from recbole_srgnn.training_state import (
     CHECKPOINT_FORMAT,
     RESUME_FORMAT,
@@ -90,6 +97,7 @@ class SessionTrainer(Trainer):
 
     def __init__(self, config, model, model_name: str | None = None):
         super().__init__(config, model)
+        self.eval_collector = TopkCollector(config)  # top-k without a dense matrix (compat §5)
         self.model_name = model_name or config["model"]
         self.settings: dict | None = None
         # set by the pipeline: the data this model trains on (provenance.data_fingerprint);

@@ -1,4 +1,5 @@
-"""SessionTrainer: LR decay (step, plateau), weights-only checkpoints, in-memory best model, resume, curve."""
+"""SessionTrainer: LR decay (step, plateau), weights-only checkpoints, in-memory best model, resume, curve,
+top-k collection."""
 
 from __future__ import annotations
 
@@ -334,3 +335,50 @@ def test_training_stops_when_the_validation_score_stops_moving(workdir, data):
     from recbole.utils import early_stopping
 
     assert module.early_stopping is early_stopping  # RecBole's own rule is restored afterwards
+
+
+def collected(collector, scores, positive_u, positive_i) -> dict:
+    collector.eval_batch_collect(scores.clone(), None, positive_u, positive_i)
+    struct = collector.get_data_struct()
+    return {key: struct.get(key) for key in ("rec.topk", "rec.items", "rec.meanrank")
+            if key in struct}
+
+
+def test_topk_collector_collects_what_recboles_collector_does(workdir, data, monkeypatch):
+    """Ties, rows without positives, several and repeated positives: the same tensors, and
+    rec.items / rec.meanrank (other metrics) still come from RecBole's own code."""
+    from recbole.evaluator import Collector
+
+    from recbole_srgnn.training.recbole_compat import TopkCollector
+
+    config = make_trainer(workdir, data, metrics=["Hit", "MRR", "NDCG", "ItemCoverage", "GAUC"],
+                          topk=[1, 3, 7], valid_metric="MRR@3").config
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 4, (6, 40), generator=generator).float()  # many ties
+    scores[:, 0] = -float("inf")
+    positive_u = torch.tensor([0, 0, 0, 2, 3, 3, 5, 5, 5])  # rows 1 and 4 have none
+    positive_i = torch.tensor([5, 9, 5, 1, 39, 2, 7, 8, 30])  # (0, 5) twice
+    ours = collected(TopkCollector(config), scores, positive_u, positive_i)
+    theirs = collected(Collector(config), scores, positive_u, positive_i)
+    assert set(ours) == set(theirs) == {"rec.topk", "rec.items", "rec.meanrank"}
+    for key in ours:
+        assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key])
+    assert ours["rec.topk"][:, -1].tolist() == [2, 0, 1, 2, 0, 3]
+
+    topk_only = make_trainer(workdir, data).config  # Hit, MRR, NDCG: rec.topk only
+    monkeypatch.setattr(torch, "zeros_like", lambda *a, **k: pytest.fail("dense matrix built"))
+    assert collected(TopkCollector(topk_only), scores, positive_u, positive_i)["rec.topk"].shape \
+        == (6, max(topk_only["topk"]) + 1)
+
+
+def test_session_trainer_evaluates_as_recbole_does(workdir, data):
+    from recbole.evaluator import Collector
+
+    from recbole_srgnn.training.recbole_compat import TopkCollector
+
+    trainer = make_trainer(workdir, data, epochs=1)
+    assert isinstance(trainer.eval_collector, TopkCollector)
+    trainer.fit(data[0], data[1], verbose=False, saved=False)
+    ours = trainer.evaluate(data[2], load_best_model=True)
+    trainer.eval_collector = Collector(trainer.config)
+    assert trainer.evaluate(data[2], load_best_model=True) == ours
