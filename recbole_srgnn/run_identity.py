@@ -35,6 +35,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "lr_decay_updates": 0,    # plateau decay first waited for the validation alone
     "num_negatives": 2048,    # loss_type SSM's settings (the sampled softmax came later)
     "sample_alpha": 0.75,
+    "ssm_correction": "logq",  # the sampled softmax first corrected every logit, the target's too
 }
 
 # setting -> the value the model defaults gave every state written while the setting existed
@@ -43,6 +44,18 @@ REMOVED_SETTINGS: dict[str, Any] = {
     "rule_steps": 10,          # (also SequenceRules' default, so its identity is unchanged)
     "rule_repeat_boost": 0.0,
 }
+
+
+# settings only the sampled softmax reads: they change nothing unless loss_type is SSM
+SSM_SETTINGS = ("num_negatives", "sample_alpha", "ssm_correction")
+
+
+def without_unread(settings: Mapping[str, Any]) -> dict:
+    """``settings`` (a run's whole config) less the sampled softmax's settings when its
+    ``loss_type`` is not SSM."""
+    if settings.get("loss_type") == "SSM":
+        return dict(settings)
+    return {key: value for key, value in settings.items() if key not in SSM_SETTINGS}
 
 
 def without_added_defaults(settings: Mapping[str, Any]) -> dict:

@@ -30,6 +30,7 @@ from recbole_srgnn.run_identity import (
     RESUME_EXEMPT,
     without_added_defaults,
     without_removed_defaults,
+    without_unread,
 )
 from recbole_srgnn.training.recbole_compat import LOAD_ERRORS, load_weights_only
 
@@ -127,8 +128,8 @@ def resume_identity(settings: Mapping | None) -> dict | None:
         return None
     # a state written before a setting existed (or while a removed one did) still resumes a run
     # that keeps its old value
-    return without_removed_defaults(without_added_defaults(
-        {key: value for key, value in settings.items() if key not in RESUME_EXEMPT}))
+    return without_removed_defaults(without_added_defaults(without_unread(
+        {key: value for key, value in settings.items() if key not in RESUME_EXEMPT})))
 
 
 def rng_states(train_data) -> dict:

@@ -13,10 +13,11 @@ from torch.nn import functional as F
 from recbole_srgnn.model import LastItem, SRGNN
 from recbole_srgnn.model.sampled_softmax import (
     NegativeSampler,
+    estimated_softmax_loss,
     sampled_softmax_loss,
     target_counts,
 )
-from recbole_srgnn.run_identity import ADDED_SETTINGS, without_added_defaults
+from recbole_srgnn.run_identity import ADDED_SETTINGS, without_added_defaults, without_unread
 from test_model import FakeConfig, make_config
 from test_run_cli import assert_one_line_error, main_in_process, run_cli
 from tiny_data import write_tiny_benchmark
@@ -64,7 +65,8 @@ def naive_log_q(c: int, batch: int, negatives: int, alpha: float) -> float:
 
 def naive_ssm(full: torch.Tensor, targets: list[int], negatives: list[int], alpha: float,
               correct: bool = True) -> float:
-    """One row at a time, in float64: -log softmax of the target among candidates != target."""
+    """``ssm_correction: logq``, one row at a time, in float64: -log softmax of the target among
+    candidates != target, every logit minus its log Q."""
     candidates = targets + negatives
     losses = []
     for row, target in enumerate(targets):
@@ -73,8 +75,26 @@ def naive_ssm(full: torch.Tensor, targets: list[int], negatives: list[int], alph
             return float(full[row, c]) - shift
 
         terms = [logit(target)] + [logit(c) for c in candidates if c != target]
-        top = max(terms)
-        losses.append(-terms[0] + top + math.log(sum(math.exp(t - top) for t in terms)))
+        losses.append(-terms[0] + naive_logsumexp(terms))
+    return sum(losses) / len(losses)
+
+
+def naive_logsumexp(terms: list[float]) -> float:
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms))
+
+
+def naive_importance_ssm(full: torch.Tensor, targets: list[int], negatives: list[int],
+                         alpha: float) -> float:
+    """``ssm_correction: importance``, one row at a time, in float64: the target's logit once,
+    every candidate draw != target weighted by 1 / (m Q(c)), m = the number of draws."""
+    candidates = targets + negatives
+    losses = []
+    for row, target in enumerate(targets):
+        terms = [float(full[row, target])]
+        terms += [float(full[row, c]) - naive_log_q(c, len(targets), len(negatives), alpha)
+                  - math.log(len(candidates)) for c in candidates if c != target]
+        losses.append(-terms[0] + naive_logsumexp(terms))
     return sum(losses) / len(losses)
 
 
@@ -84,7 +104,7 @@ def naive_ssm(full: torch.Tensor, targets: list[int], negatives: list[int], alph
     (LastItem, {}),
 ])
 def test_loss_equals_a_naive_per_row_reference(model_class, options):
-    model = ssm_model(model_class, **options)
+    model = ssm_model(model_class, ssm_correction="logq", **options)
     if model_class is SRGNN and options:
         with torch.no_grad():
             model.repeat_bias.copy_(torch.tensor([0.5, -0.3, 0.2]))
@@ -95,6 +115,53 @@ def test_loss_equals_a_naive_per_row_reference(model_class, options):
     full = model.full_sort_predict(data).detach().double()
     expected = naive_ssm(full, data["item_id"].tolist(), negatives.tolist(), 0.75)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("model_class, options", [
+    (SRGNN, {}),
+    (SRGNN, {"norm_scale": 12.0, "repeat_recency": 3}),
+    (LastItem, {}),
+])
+def test_importance_loss_equals_a_naive_per_row_reference(model_class, options):
+    model = ssm_model(model_class, **options)  # the default estimator
+    assert model.ssm_correction == "importance"
+    if model_class is SRGNN and options:
+        with torch.no_grad():
+            model.repeat_bias.copy_(torch.tensor([0.5, -0.3, 0.2]))
+    model.eval()
+    data = ssm_batch()
+    negatives = torch.tensor([4, 1, 12, 12, 19, 3, 8, 2, 15, 7, 5, 11])  # repeats, target hits
+    loss = model.sampled_softmax(data, negatives)
+    full = model.full_sort_predict(data).detach().double()
+    expected = naive_importance_ssm(full, data["item_id"].tolist(), negatives.tolist(), 0.75)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    logq = ssm_model(model_class, ssm_correction="logq", **options)
+    logq.load_state_dict(model.state_dict())
+    assert logq.eval().sampled_softmax(data, negatives).item() != pytest.approx(loss.item())
+
+
+def test_a_bad_estimator_is_refused_by_the_model():
+    with pytest.raises(ValueError, match="ssm_correction must be one of importance, logq"):
+        ssm_model(SRGNN, ssm_correction="exact")
+
+
+def test_every_item_once_with_unit_counts_is_full_cross_entropy():
+    model = ssm_model(SRGNN, norm_scale=10.0, repeat_recency=2).eval()
+    with torch.no_grad():
+        model.repeat_bias.copy_(torch.tensor([1.5, 0.4]))
+    data = ssm_batch()
+    full = model.full_sort_predict(data)
+    targets = data["item_id"]
+    everything = torch.arange(NUM_ITEMS)
+    positive = full.gather(1, targets.unsqueeze(1)).squeeze(1)
+    loss = estimated_softmax_loss(positive, full, targets, everything, torch.zeros(NUM_ITEMS))
+    torch.testing.assert_close(loss, F.cross_entropy(full, targets))
+    # a candidate equal to the row's target is masked: its score does not matter
+    changed = full.clone()
+    changed[torch.arange(len(targets)), targets] = 50.0
+    torch.testing.assert_close(
+        estimated_softmax_loss(positive, changed, targets, everything, torch.zeros(NUM_ITEMS)),
+        loss)
 
 
 @pytest.mark.parametrize("model_class, options", [
@@ -147,9 +214,10 @@ def test_a_candidate_equal_to_the_target_is_masked_for_that_row_only():
     assert changed.grad[0, 0] == 0 and changed.grad[0, 2] == 0 and changed.grad[1, 1] == 0
 
 
+@pytest.mark.parametrize("correction", ["importance", "logq"])
 @pytest.mark.parametrize("model_class", [SRGNN, LastItem])
-def test_gradients_reach_only_the_candidates_rows(model_class):
-    model = ssm_model(model_class).train()
+def test_gradients_reach_only_the_candidates_rows(model_class, correction):
+    model = ssm_model(model_class, ssm_correction=correction).train()
     data = ssm_batch()
     negatives = torch.tensor([10, 11, 12, 11])
     model.sampled_softmax(data, negatives).backward()
@@ -224,9 +292,17 @@ def test_state_dict_is_that_of_a_ce_model():
 
 def test_new_keys_at_their_defaults_keep_old_run_identities():
     assert ADDED_SETTINGS["num_negatives"] == 2048 and ADDED_SETTINGS["sample_alpha"] == 0.75
+    assert ADDED_SETTINGS["ssm_correction"] == "logq"  # what every SSM run before the key did
     old = {"loss_type": "CE", "epochs": 3}
     assert without_added_defaults({**old, "num_negatives": 2048, "sample_alpha": 0.75}) == old
     assert without_added_defaults({**old, "num_negatives": 512}) == {**old, "num_negatives": 512}
+    ssm = {"loss_type": "SSM", "epochs": 3}
+    assert without_added_defaults({**ssm, "ssm_correction": "logq"}) == ssm
+    new = {**ssm, "ssm_correction": "importance"}
+    assert without_added_defaults(new) == new
+    # the sampled softmax's keys do not make a CE run what it is; an SSM run's they do
+    assert without_unread({**old, "ssm_correction": "importance", "num_negatives": 8}) == old
+    assert without_unread(new) == new
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -259,6 +335,7 @@ def workdir(tmp_path_factory):
     ("SRGNN", "--num_negatives=0", "num_negatives must be an integer >= 1, got 0"),
     ("SRGNN", "--num_negatives=2.5", "num_negatives must be an integer >= 1"),
     ("LastItem", "--sample_alpha=-0.5", "sample_alpha must be a number >= 0, got -0.5"),
+    ("SRGNN", "--ssm_correction=exact", "ssm_correction must be one of importance, logq, got 'exact'"),
     ("GRU4Rec", "--loss_type=SSM", "loss_type SSM (sampled softmax) is for the SessionScorer"),
     ("SRGNN", "--loss_type=ssm", "loss_type must be written in capitals (CE, BPR or SSM)"),
 ])
@@ -357,7 +434,8 @@ def test_a_state_from_before_the_ssm_keys_resumes_a_ce_run(workdir, monkeypatch)
                        epoch_callback=stop_after_first_epoch)
     saved = torch.load(state, weights_only=True)
     assert saved["settings"]["num_negatives"] == 2048
-    del saved["settings"]["num_negatives"], saved["settings"]["sample_alpha"]  # as before SSM
+    for key in ("num_negatives", "sample_alpha", "ssm_correction"):  # as before SSM
+        del saved["settings"][key]
     del saved["checksum"], saved["data_fingerprint"]  # older versions recorded neither
     torch.save(saved, state)
     resumed = run_in_process(workdir, "ce-resumed", resume_file=state)

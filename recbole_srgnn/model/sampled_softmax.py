@@ -21,9 +21,28 @@ from :math:`p_1`). With the logQ correction every logit, the positive's too, bec
         + \sum_{c \in C,\ c \ne y_i} e^{z_c - \log Q(c)}\Big).
 
 With every item once as a candidate and no correction this is exactly the full cross-entropy.
+This is ``ssm_correction: logq`` (the form of Jean et al. 2015 and TensorFlow's
+``sampled_softmax_loss``). Relative to the full softmax its normaliser weighs the negatives by
+:math:`m\,Q(y_i)`, the target's expected count among the :math:`m = B + N` draws, so a rare
+target (:math:`m\,Q(y_i) \ll 1`, most of a large catalogue) is an easy row whose gradient
+fades.
+
+``ssm_correction: importance`` (the default) estimates the full softmax's normaliser instead
+(Bengio and Senécal's importance sampling): the target's logit is counted once, exactly, and
+every other candidate is weighted by one over its expected count, which makes the sampled sum
+an estimate of :math:`\sum_{c \ne y_i} e^{z_c}` (unbiased for independent draws):
+
+.. math::
+    \ell_i = -z_{y_i} + \log\Big(e^{z_{y_i}}
+        + \sum_{c \in C,\ c \ne y_i} e^{z_c - \log(m\,Q(c))}\Big).
+
+With every item once as a candidate and :math:`m\,Q \equiv 1` it is again the full
+cross-entropy.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +65,19 @@ def sampled_softmax_loss(pos_logits: Tensor, cand_logits: Tensor, targets: Tenso
     hit = candidates.unsqueeze(0) == targets.unsqueeze(1)                   # [B, C]
     cand_logits = cand_logits.masked_fill(hit, float("-inf"))
     logits = torch.cat([pos_logits.unsqueeze(1), cand_logits], dim=1)
+    zero = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, zero)
+
+
+def estimated_softmax_loss(pos_logits: Tensor, cand_logits: Tensor, targets: Tensor,
+                           candidates: Tensor, cand_log_count: Tensor) -> Tensor:
+    """Mean over the batch of ``ssm_correction: importance``'s :math:`\\ell_i`: the target's logit
+    ``pos_logits`` ``[B]`` counted once, exactly, and each candidate (``cand_logits``
+    ``[B, C]`` of ``candidates`` ``[C]``) not equal to row ``i``'s target weighted by
+    ``exp(-cand_log_count)`` (``[C]``, the log of its expected count among the draws)."""
+    hit = candidates.unsqueeze(0) == targets.unsqueeze(1)                   # [B, C]
+    weighted = (cand_logits - cand_log_count.unsqueeze(0)).masked_fill(hit, float("-inf"))
+    logits = torch.cat([pos_logits.unsqueeze(1), weighted], dim=1)
     zero = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, zero)
 
@@ -94,3 +126,9 @@ class NegativeSampler(nn.Module):
         mixed = (batch_size * self.target_prob[candidates]
                  + num_negatives * self.sample_prob[candidates]) / (batch_size + num_negatives)
         return mixed.clamp_min(1e-30).log().float()
+
+    def log_expected_count(self, candidates: Tensor, batch_size: int, num_negatives: int) -> Tensor:
+        """``[C]`` :math:`\\log(m\\,Q(c))`, ``m = batch_size + num_negatives``: how often each
+        candidate is expected among the draws (the in-batch targets included)."""
+        return self.log_q(candidates, batch_size, num_negatives) + math.log(batch_size
+                                                                            + num_negatives)

@@ -10,10 +10,17 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 from torch import Tensor, nn
 
-from .sampled_softmax import NegativeSampler, sampled_softmax_loss, target_counts
+from .sampled_softmax import (
+    NegativeSampler,
+    estimated_softmax_loss,
+    sampled_softmax_loss,
+    target_counts,
+)
 
 DEFAULT_NUM_NEGATIVES = 2048  # as properties/model/SRGNN.yaml and LastItem.yaml
 DEFAULT_SAMPLE_ALPHA = 0.75
+SSM_CORRECTIONS = ("importance", "logq")  # the sampled softmax's estimators (sampled_softmax.py)
+DEFAULT_SSM_CORRECTION = "importance"
 
 class SessionScorer(SequentialRecommender):
     """Base class: a session encoder (``encode``) whose output is scored against every item.
@@ -46,6 +53,10 @@ class SessionScorer(SequentialRecommender):
             targets = torch.as_tensor(dataset.inter_feat[self.ITEM_ID])
             self.sampler = NegativeSampler(target_counts(targets, self.n_items),
                                            DEFAULT_SAMPLE_ALPHA if alpha is None else float(alpha))
+            self.ssm_correction = str(config["ssm_correction"] or DEFAULT_SSM_CORRECTION).lower()
+            if self.ssm_correction not in SSM_CORRECTIONS:
+                raise ValueError(f"ssm_correction must be one of {', '.join(SSM_CORRECTIONS)}, "
+                                 f"got {self.ssm_correction!r}")
 
     def _clamped_negatives(self, value) -> int:
         """``num_negatives``, clamped to the catalogue (``n_items - 1`` real items) with a note:
@@ -91,7 +102,8 @@ class SessionScorer(SequentialRecommender):
         return self.full_scores(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
 
     def sampled_softmax(self, interaction, negatives: Tensor | None = None) -> Tensor:
-        """The SSM loss of a batch; ``negatives`` ``[N]`` as given, else ``num_negatives`` drawn."""
+        """The SSM loss of a batch; ``negatives`` ``[N]`` as given, else ``num_negatives`` drawn
+        (``ssm_correction`` picks the estimator, :mod:`~recbole_srgnn.model.sampled_softmax`)."""
         if self.sampler is None:
             raise ValueError("sampled_softmax needs loss_type SSM")
         targets = interaction[self.POS_ITEM_ID]
@@ -101,9 +113,13 @@ class SessionScorer(SequentialRecommender):
         scores = self.candidate_scores(interaction[self.ITEM_SEQ],
                                        interaction[self.ITEM_SEQ_LEN], candidates)
         batch = targets.shape[0]
-        log_q = self.sampler.log_q(candidates, batch, negatives.shape[0])
         positive = scores[:, :batch].diagonal()  # row i's in-batch column is its own target
-        return sampled_softmax_loss(positive, scores, targets, candidates, log_q[:batch], log_q)
+        if self.ssm_correction == "logq":
+            log_q = self.sampler.log_q(candidates, batch, negatives.shape[0])
+            return sampled_softmax_loss(positive, scores, targets, candidates, log_q[:batch],
+                                        log_q)
+        log_count = self.sampler.log_expected_count(candidates, batch, negatives.shape[0])
+        return estimated_softmax_loss(positive, scores, targets, candidates, log_count)
 
     def calculate_loss(self, interaction) -> Tensor:
         if self.loss_type == "SSM":
@@ -123,3 +139,4 @@ class SessionScorer(SequentialRecommender):
 
     def full_sort_predict(self, interaction) -> Tensor:
         return self._full_scores(interaction)
+

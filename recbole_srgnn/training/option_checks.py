@@ -106,6 +106,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "loss_type": _choice("CE", "BPR", "SSM"),  # SSM: only models that list it (check_layers)
     "num_negatives": _int_at_least(1),
     "sample_alpha": _number_in(0),
+    "ssm_correction": _choice("importance", "logq"),
     "readout": _choice("hybrid", "global", "last"),
     "embedding_dropout": _number_in(0, 1, high_open=True),
     "hidden_dropout": _number_in(0, 1, high_open=True),
