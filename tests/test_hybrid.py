@@ -220,3 +220,28 @@ def test_shipped_hybrid_config_is_valid_and_commented(name):
     assert len(keys) > 10
     for line in keys:
         assert "#" in line, f"uncommented key: {line}"
+
+
+@pytest.mark.parametrize("name, negatives", [("cotrec-ssm.yaml", None),
+                                             ("cotrec-ssm-8192.yaml", 8192)])
+def test_shipped_ssm_configs_are_valid_commented_and_name_their_estimator(name, negatives):
+    path = REPO / "benchmarks" / "configs" / "fusion" / name
+    plan = fusion_plan.load_plan(path)
+    assert plan.settings["loss_type"] == "SSM"
+    assert plan.settings["ssm_correction"] == "importance"
+    assert plan.settings.get("num_negatives") == negatives
+    for line in path.read_text().splitlines():
+        if re.match(r"^\s*-?\s*[A-Za-z_][\w ]*:", line):
+            assert "#" in line, f"uncommented key: {line}"
+
+
+def test_the_first_estimators_config_keeps_its_recorded_identity():
+    """cotrec-hybrid-ssm.yaml names ssm_correction: logq, the estimator its seeds ran with
+    before the key existed; written out, it leaves the records' identity as it was."""
+    path = REPO / "benchmarks" / "configs" / "fusion" / "cotrec-hybrid-ssm.yaml"
+    plan = fusion_plan.load_plan(path)
+    assert plan.settings["ssm_correction"] == "logq"
+    records = REPO / "benchmarks" / "results" / "fusion-cotrec-hybrid-ssm" / "runs"
+    for seed in plan.seeds:
+        record = json.loads((records / f"seed{seed}.json").read_text())
+        assert record["settings_hash"] == fusion_plan.settings_hash(plan)
