@@ -56,6 +56,7 @@ def worker(args) -> dict:
         "loss_type": config["loss_type"],
         "num_negatives_asked": args.negatives or None,
         "num_negatives_used": getattr(model, "num_negatives", None) if args.negatives else None,
+        "ssm_correction": getattr(model, "ssm_correction", None) if args.negatives else None,
         **timing,
     }
 
@@ -77,6 +78,8 @@ def prepare(args) -> None:
 
 def report(results: list[dict], args, info: dict, load: tuple, command: str) -> str:
     first = results[0]
+    corrections = sorted({r["ssm_correction"] for r in results if r.get("ssm_correction")})
+    estimator = f"; estimator `ssm_correction: {', '.join(corrections)}`" if corrections else ""
     lines = [
         "# Training speed: full cross-entropy vs sampled softmax (SSM)",
         "",
@@ -89,7 +92,7 @@ def report(results: list[dict], args, info: dict, load: tuple, command: str) -> 
         f"batch size {args.batch_size}, embedding size {args.embedding_size}, {args.warmup} "
         f"warm-up + {args.batches} timed training batches (data loading, forward, backward, Adam "
         f"step), best of {args.rounds} round-robin rounds, each in a fresh process. SSM "
-        f"candidates per batch: the batch's targets + the negatives used.",
+        f"candidates per batch: the batch's targets + the negatives used{estimator}.",
         "",
         f"Command: `{command}`",
         "",

@@ -461,5 +461,7 @@ def test_ssm_speed_benchmark_smoke(tmp_path):
     assert all(r["cases"] == 2 * 32 and r["sequences_per_second"] > 0 for r in rows.values())
     assert rows["SSM 16"]["num_negatives_used"] == 16
     assert rows["SSM 100000"]["num_negatives_used"] == rows["CE"]["num_items"] - 1  # clamped
-    assert "| SSM 16 | 16 | 16 |" in (out / "ssm_speed.md").read_text()
+    assert rows["SSM 16"]["ssm_correction"] == "importance" and rows["CE"]["ssm_correction"] is None
+    text = (out / "ssm_speed.md").read_text()
+    assert "| SSM 16 | 16 | 16 |" in text and "estimator `ssm_correction: importance`" in text
     assert not [p for p in out.iterdir() if p.name not in ("ssm_speed.json", "ssm_speed.md")]
