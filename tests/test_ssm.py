@@ -98,13 +98,14 @@ def naive_importance_ssm(full: torch.Tensor, targets: list[int], negatives: list
     return sum(losses) / len(losses)
 
 
+@pytest.mark.parametrize("correction", ["importance", "logq"])
 @pytest.mark.parametrize("model_class, options", [
     (SRGNN, {}),
     (SRGNN, {"norm_scale": 12.0, "repeat_recency": 3}),
     (LastItem, {}),
 ])
-def test_loss_equals_a_naive_per_row_reference(model_class, options):
-    model = ssm_model(model_class, ssm_correction="logq", **options)
+def test_loss_equals_a_naive_per_row_reference(model_class, options, correction):
+    model = ssm_model(model_class, ssm_correction=correction, **options)
     if model_class is SRGNN and options:
         with torch.no_grad():
             model.repeat_bias.copy_(torch.tensor([0.5, -0.3, 0.2]))
@@ -113,31 +114,16 @@ def test_loss_equals_a_naive_per_row_reference(model_class, options):
     negatives = torch.tensor([4, 1, 12, 12, 19, 3, 8, 2, 15, 7, 5, 11])  # repeats, target hits
     loss = model.sampled_softmax(data, negatives)
     full = model.full_sort_predict(data).detach().double()
-    expected = naive_ssm(full, data["item_id"].tolist(), negatives.tolist(), 0.75)
+    naive = naive_importance_ssm if correction == "importance" else naive_ssm
+    expected = naive(full, data["item_id"].tolist(), negatives.tolist(), 0.75)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+    other = naive_ssm if correction == "importance" else naive_importance_ssm
+    assert other(full, data["item_id"].tolist(), negatives.tolist(), 0.75) != pytest.approx(
+        expected, rel=1e-3)  # the two estimators differ on this batch
 
 
-@pytest.mark.parametrize("model_class, options", [
-    (SRGNN, {}),
-    (SRGNN, {"norm_scale": 12.0, "repeat_recency": 3}),
-    (LastItem, {}),
-])
-def test_importance_loss_equals_a_naive_per_row_reference(model_class, options):
-    model = ssm_model(model_class, **options)  # the default estimator
-    assert model.ssm_correction == "importance"
-    if model_class is SRGNN and options:
-        with torch.no_grad():
-            model.repeat_bias.copy_(torch.tensor([0.5, -0.3, 0.2]))
-    model.eval()
-    data = ssm_batch()
-    negatives = torch.tensor([4, 1, 12, 12, 19, 3, 8, 2, 15, 7, 5, 11])  # repeats, target hits
-    loss = model.sampled_softmax(data, negatives)
-    full = model.full_sort_predict(data).detach().double()
-    expected = naive_importance_ssm(full, data["item_id"].tolist(), negatives.tolist(), 0.75)
-    assert loss.item() == pytest.approx(expected, rel=1e-5)
-    logq = ssm_model(model_class, ssm_correction="logq", **options)
-    logq.load_state_dict(model.state_dict())
-    assert logq.eval().sampled_softmax(data, negatives).item() != pytest.approx(loss.item())
+def test_the_default_estimator_is_importance():
+    assert ssm_model(SRGNN).ssm_correction == "importance"
 
 
 def test_a_bad_estimator_is_refused_by_the_model():
