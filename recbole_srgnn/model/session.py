@@ -139,4 +139,3 @@ class SessionScorer(SequentialRecommender):
 
     def full_sort_predict(self, interaction) -> Tensor:
         return self._full_scores(interaction)
-
