@@ -60,13 +60,10 @@ def sampled_softmax_loss(pos_logits: Tensor, cand_logits: Tensor, targets: Tenso
     """
     if pos_log_q is not None:
         pos_logits = pos_logits - pos_log_q
-    if cand_log_q is not None:
-        cand_logits = cand_logits - cand_log_q.unsqueeze(0)
-    hit = candidates.unsqueeze(0) == targets.unsqueeze(1)                   # [B, C]
-    cand_logits = cand_logits.masked_fill(hit, float("-inf"))
-    logits = torch.cat([pos_logits.unsqueeze(1), cand_logits], dim=1)
-    zero = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, zero)
+    if cand_log_q is None:
+        cand_log_q = cand_logits.new_zeros(cand_logits.shape[1])
+    # the same masked softmax as importance's, with the positive corrected as well
+    return estimated_softmax_loss(pos_logits, cand_logits, targets, candidates, cand_log_q)
 
 
 def estimated_softmax_loss(pos_logits: Tensor, cand_logits: Tensor, targets: Tensor,
