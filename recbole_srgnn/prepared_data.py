@@ -13,28 +13,40 @@ A missing file is not an error (as with RecBole's ``dataset_save_path``): the da
 from the dataset, so a trial's checkpoint can still be evaluated after its search removed the
 file. The file is used only when the dataset options it was built with (RecBole's
 ``dataset_arguments``, the split, the seed) equal the current config's; otherwise the data
-are built from the dataset as usual. Dataloaders are always made fresh, from the current
-config (batch size, shuffling, seed): RecBole's own ``dataloaders_save_path`` keeps the batch
-size of the run that saved them, which a search that samples the batch size cannot use.
+are built from the dataset as usual. Dataloaders are always made fresh, from the current config
+(batch size, shuffling, seed): RecBole's own ``dataloaders_save_path`` keeps the batch size of
+the run that saved them, which a search that samples the batch size cannot use.
+
+The file is read with an unpickler that looks up only the classes and functions such a file
+holds (``PREPARED_GLOBALS`` and RecBole's recommender classes; tensors' storages are read with
+``weights_only=True``): a file that names anything else is refused with one line, and nothing
+in it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import logging
 import os
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import cat_interactions
 from recbole.data.utils import create_samplers, get_dataloader
+from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
 from recbole.utils.argument_list import dataset_arguments
 
 from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
+from recbole_srgnn.safe_pickle import restricted_load
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +57,55 @@ SIGNATURE_KEYS = tuple(dict.fromkeys([
     "seed", "repeatable", "MODEL_TYPE",
 ]))
 
+# The globals a file written by save_prepared holds (RecBole's built dataset, its Config, their
+# tensors and enums); reading one looks up nothing else (safe_pickle), so a crafted file cannot
+# run code. Both numpy 1 and numpy 2 spell their reconstructors here.
+PREPARED_GLOBALS = frozenset({
+    ("builtins", "int"), ("collections", "OrderedDict"), ("collections", "defaultdict"),
+    ("logging", "getLogger"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("recbole.data.dataset.dataset", "Dataset"),
+    ("recbole.data.dataset.sequential_dataset", "SequentialDataset"),
+    ("recbole.data.interaction", "Interaction"),
+    *(("recbole.utils.enum_type", name) for name in
+      ("EvaluatorType", "FeatureSource", "FeatureType", "InputType", "ModelType")),
+    ("recbole_srgnn.training.recbole_compat", "LayeredConfig"),
+    ("torch", "device"), ("torch._utils", "_rebuild_tensor_v2"), ("yaml.loader", "FullLoader"),
+})
+# RecBole's Config holds the model class: a recommender class of these packages is looked up.
+MODEL_PACKAGES = ("recbole.model.", "recbole_srgnn.model.")
+
 # The last prepared file this process read: {"key": (path, mtime_ns, size), "payload": {...}}.
 _memory: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def recbole_reads_no_pickle(config):
+    """Within this block RecBole's ``create_dataset`` and ``data_preparation`` read no pickle.
+
+    Both unpickle, without restriction, a saved dataset or dataloaders file found under
+    ``checkpoint_dir`` by its default name (or named by ``dataset_save_path`` /
+    ``dataloaders_save_path``, options ``option_checks`` refuses). Here both options name a file
+    in an empty temporary folder, so a file left in ``checkpoint_dir`` is never read.
+    """
+    keys = ("dataset_save_path", "dataloaders_save_path")
+    before = {key: config[key] for key in keys}
+    with tempfile.TemporaryDirectory(prefix="recbole-srgnn-nopickle-") as empty:
+        for key in keys:
+            config[key] = os.path.join(empty, f"no-{key}.pth")
+        try:
+            yield
+        finally:
+            for key, value in before.items():
+                config[key] = value
 
 
 def load_dataset(config):
     """RecBole's ``create_dataset``; a file RecBole cannot parse becomes one clear InputError."""
     try:
-        return create_dataset(config)
+        with recbole_reads_no_pickle(config):
+            return create_dataset(config)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError, pd.errors.ParserError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(
@@ -91,13 +144,34 @@ def save_prepared(config, path: str | os.PathLike) -> Path:
     return path
 
 
+def _storage_from_bytes(data: bytes):
+    """A tensor storage pickled by torch, read back with ``weights_only=True`` (torch's own
+    ``torch.storage._load_from_bytes`` reads it with the full unpickler)."""
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def prepared_global(module: str, name: str) -> Any | None:
+    """The object a prepared file may name as ``module.name``; None refuses it."""
+    if (module, name) == ("torch.storage", "_load_from_bytes"):
+        return _storage_from_bytes
+    if (module, name) in PREPARED_GLOBALS:
+        return getattr(importlib.import_module(module), name)
+    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+    if module.startswith(MODEL_PACKAGES):
+        found = getattr(importlib.import_module(module), name, None)
+        if isinstance(found, type) and issubclass(found, AbstractRecommender):
+            return found
+    return None
+
+
 def _read(path: Path) -> dict:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if _memory.get("key") != key:
         _memory.clear()  # one file at a time: do not hold two datasets
-        with open(path, "rb") as handle:
-            payload = pickle.load(handle)
+        payload = restricted_load(path, prepared_global,
+                                  expected="a file written by save_prepared (prepared_data_path)")
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise InputError(f"prepared_data_path {path}: not a file written by save_prepared")
         _memory.update(key=key, payload=payload)
@@ -147,7 +221,8 @@ def prepare_data(config):
     refit = train_on_valid(config)
     if prepared is None and not refit:
         dataset = load_dataset(config)
-        return (dataset, *data_preparation(config, dataset))
+        with recbole_reads_no_pickle(config):
+            return (dataset, *data_preparation(config, dataset))
     if prepared is None:
         dataset = load_dataset(config)
         built = dataset.build()

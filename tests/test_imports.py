@@ -7,7 +7,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "recbole_srgnn"
-UTILITIES = {"errors", "files", "yaml_files", "json_safe", "threads", "run_identity", "provenance"}
+UTILITIES = {"errors", "files", "yaml_files", "json_safe", "threads", "run_identity", "provenance",
+             "safe_pickle"}
 COMMANDS = {"cli", "train_cli", "compare", "fusion", "data.cli", "data.__main__", "tune.cli",
             "tune.__main__", "experiments.compare_cli", "experiments.fusion_cli", "export_cli",
             "recommend_cli", "serve_cli"}

@@ -35,6 +35,11 @@ def _check(options: dict, files=None, notes=None, model_class=SRGNN, name="SRGNN
     ("embeding_size", "8", "unknown option embeding_size; did you mean embedding_size?"),
     ("show_progress", "3", "show_progress must be true or false, got 3"),
     ("eval_args", "5", "eval_args must be a mapping"),
+    ("dataset_save_path", "x.pth", "dataset_save_path is not supported: RecBole would unpickle"),
+    ("dataloaders_save_path", "x.pth", "dataloaders_save_path is not supported"),
+    ("save_dataset", "True", "save_dataset is not supported: RecBole would unpickle that file "
+                             "without restriction; use prepared_data_path"),
+    ("save_dataloaders", "True", "save_dataloaders is not supported"),
 ])
 def test_bad_options_are_one_line_errors(option, value, expected):
     with pytest.raises(InputError) as caught:

@@ -86,21 +86,73 @@ def test_other_dataset_options_build_anew(root, prepared):
 def test_the_file_is_read_once_per_process(root, prepared, monkeypatch):
     prepared_data._memory.clear()
     reads = []
-    real_load = pickle.load
+    real_load = prepared_data.restricted_load
 
-    def counting_load(handle, **kwargs):  # torch's tensors unpickle through it too: count the file
-        if getattr(handle, "name", None) == str(prepared):
-            reads.append(1)
-        return real_load(handle, **kwargs)
+    def counting_load(path, *args, **kwargs):
+        reads.append(Path(path))
+        return real_load(path, *args, **kwargs)
 
-    monkeypatch.setattr(prepared_data.pickle, "load", counting_load)
+    monkeypatch.setattr(prepared_data, "restricted_load", counting_load)
     config = _config(root, prepared_data_path=str(prepared))
     first = prepared_data.load_prepared(config)
     second = prepared_data.load_prepared(config)
-    assert len(reads) == 1 and first[0] is second[0]
+    assert reads == [prepared] and first[0] is second[0]
     prepared.touch()  # a rewritten file is read again
     prepared_data.load_prepared(config)
-    assert len(reads) == 2
+    assert reads == [prepared, prepared]
+
+
+class _Runs:
+    """Unpickling this calls ``function(*args)``: what a crafted file does to run code."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def test_a_crafted_file_is_refused_and_runs_nothing(root, tmp_path):
+    prepared_data._memory.clear()
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted.pth"
+    crafted.write_bytes(pickle.dumps({"format": prepared_data.FORMAT,
+                                      "payload": _Runs(Path.touch, marker)}))
+    with pytest.raises(InputError, match=r"not a file written by save_prepared.*"
+                                         r"refusing to load global pathlib"):
+        prepared_data.prepare_data(_config(root, prepared_data_path=str(crafted)))
+    assert not marker.exists()
+    # a tensor storage is read back with weights_only: code pickled inside one is refused too
+    inner = pickle.dumps(_Runs(Path.touch, marker))
+    storage = tmp_path / "storage.pth"
+    storage.write_bytes(pickle.dumps(_Runs(torch.storage._load_from_bytes, inner)))
+    with pytest.raises(InputError, match="not a file written by save_prepared"):
+        prepared_data.prepare_data(_config(root, prepared_data_path=str(storage)))
+    assert not marker.exists()
+
+
+def test_recbole_never_unpickles_a_file_left_in_checkpoint_dir(root, tmp_path):
+    # RecBole's create_dataset and data_preparation read these default names when they exist
+    marker = tmp_path / "ran"
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for name in ("tinyprep-SequentialDataset.pth", "tinyprep-for-SRGNN-dataloader.pth"):
+        (saved / name).write_bytes(pickle.dumps(_Runs(Path.touch, marker)))
+    config = _config(root, checkpoint_dir=str(saved))
+    dataset, train, _, _ = prepared_data.prepare_data(config)
+    assert not marker.exists() and train._dataset.inter_num > 0
+    assert config["dataset_save_path"] is None and config["dataloaders_save_path"] is None
+
+
+def test_the_allow_list_admits_recommenders_only(root, prepared):
+    from recbole_srgnn.model.srgnn import SRGNN
+    assert prepared_data.prepared_global("recbole_srgnn.model.srgnn", "SRGNN") is SRGNN
+    assert prepared_data.prepared_global("recbole_srgnn.model.srgnn", "torch") is None
+    assert prepared_data.prepared_global("recbole.model.abstract_recommender", "set_color") is None
+    assert prepared_data.prepared_global("torch", "float32") is torch.float32
+    assert prepared_data.prepared_global("torch", "load") is None
+    assert prepared_data.prepared_global("builtins", "eval") is None
+    assert prepared_data.prepared_global("os", "system") is None
 
 
 def test_a_missing_file_builds_anew_and_a_foreign_one_is_a_clear_error(root, tmp_path, caplog):

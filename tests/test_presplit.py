@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from recbole_srgnn.data.benchmark_files import HEADER
-from recbole_srgnn.data.presplit import RestrictedUnpickler, import_presplit, output_paths
+from recbole_srgnn.data.presplit import import_presplit, output_paths
+from recbole_srgnn.safe_pickle import RestrictedUnpickler
 from recbole_srgnn.errors import InputError
 
 TRAIN = [

@@ -11,6 +11,9 @@ command line) is checked before data is loaded or a model is built:
 * **range and choices** from :data:`RULES` (learning rate > 0, batch sizes >= 1, ...);
 * **metrics**: every name in ``metrics`` is one of RecBole's, ``valid_metric`` is one of
   ``metrics`` with a cut-off from ``topk``;
+* **unsafe files**: RecBole's ``dataset_save_path``, ``dataloaders_save_path``, ``save_dataset``
+  and ``save_dataloaders`` are refused (RecBole unpickles those files without restriction);
+  ``prepared_data_path`` does their work;
 * **names**: an option that is no RecBole or plugin option but close to one is refused with a
   did-you-mean; one that is close to none is named in a note and passed on (RecBole passes
   unknown options to models, so a custom model may read it).
@@ -39,6 +42,12 @@ RUNTIME_KEYS = frozenset({
     "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "valid_neg_sample_args",
     "test_neg_sample_args", "additional_feat_suffix", "config_files", "data_progress",
 }) | frozenset(REMOVED_SETTINGS)  # options older checkpoints and fusion configs still carry
+
+
+# RecBole options that make it unpickle a file without restriction (its saved dataset and
+# dataloaders): refused when set, in favour of prepared_data_path (read with safe_pickle).
+UNPICKLING_OPTIONS = ("dataset_save_path", "dataloaders_save_path", "save_dataset",
+                      "save_dataloaders")
 
 
 # List options that RecBole (or the registry) also takes as one value.
@@ -253,6 +262,10 @@ def check_options(
                     noted.add(key)
                     warn(f"note: {key} is not a RecBole or plugin option; passed on as given")
                 continue
+            if key in UNPICKLING_OPTIONS and value not in (None, False):
+                raise InputError(f"{_where(source)}{key} is not supported: RecBole would unpickle "
+                                 f"that file without restriction; use prepared_data_path (splits "
+                                 f"built once, read with a restricted unpickler)")
             rule = RULES.get(key)
             if rule is not None:
                 test, expected = rule
