@@ -3,7 +3,7 @@
 One training loop for every model (plugin and RecBole built-in), so comparisons share it. What it
 adds to :class:`recbole.trainer.Trainer`:
 
-- learning-rate decay, chosen by ``lr_scheduler``:
+- learning-rate decay, chosen by ``lr_scheduler`` (the schedulers: ``training.lr_schedules``):
 
   * ``plateau``: multiply the rate by ``lr_decay_rate`` once ``lr_decay_patience`` + 1
     validations in a row have not *strictly* improved the best score (torch's
@@ -56,6 +56,7 @@ from recbole_srgnn.errors import InputError
 from recbole_srgnn.files import atomic_outputs
 from recbole_srgnn.prepared_data import train_on_valid
 from recbole_srgnn.provenance import DATA_KEY, check_data, seal
+from recbole_srgnn.training.lr_schedules import build_lr_scheduler
 from recbole_srgnn.training.recbole_compat import (
     TopkCollector,
     early_stopping_rule,
@@ -72,8 +73,6 @@ from recbole_srgnn.training_state import (
     rng_states,
     set_rng_states,
 )
-
-LR_SCHEDULERS = ("plateau", "step", "none")
 
 
 def every_epoch_kept(value, best, cur_step, max_step, bigger=True):
@@ -120,40 +119,9 @@ class SessionTrainer(Trainer):
 
     # -- learning-rate decay -------------------------------------------------------------------
     def _build_lr_scheduler(self):
-        kind = self.config["lr_scheduler"]
-        kind = "step" if kind is None else kind  # RecBole's models: no key in their defaults
-        step = self.config["lr_decay_step"]
-        rate = self.config["lr_decay_rate"]
-        patience = self.config["lr_decay_patience"]
-        updates = self.config["lr_decay_updates"]
-        self.decay_updates = 0 if updates is None else updates
-        step = 0 if step is None else step
-        rate = 1.0 if rate is None else rate
-        patience = 0 if patience is None else patience
-        if kind not in LR_SCHEDULERS:
-            raise InputError(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, "
-                             f"got {kind!r}")
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise InputError(f"lr_decay_step must be a whole number >= 0 (0 = off), got {step!r}")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-            raise InputError(f"lr_decay_rate must be a number > 0 (1.0 = off), got {rate!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise InputError(f"lr_decay_patience must be a whole number >= 0, got {patience!r}")
-        if (isinstance(self.decay_updates, bool) or not isinstance(self.decay_updates, int)
-                or self.decay_updates < 0):
-            raise InputError("lr_decay_updates must be a whole number >= 0 (0 = off), got "
-                             f"{self.decay_updates!r}")
-        if kind == "none" or rate == 1.0:
-            return None
-        if kind == "plateau":
-            # threshold 0 in absolute mode: only a strictly better score counts, as for early
-            # stopping (strict_early_stopping)
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="max" if self.valid_metric_bigger else "min",
-                factor=float(rate), patience=patience, threshold=0.0, threshold_mode="abs")
-        if step == 0:
-            return None
-        return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=step, gamma=float(rate))
+        scheduler, self.decay_updates = build_lr_scheduler(
+            self.config, self.optimizer, self.valid_metric_bigger)
+        return scheduler
 
     def _plateau_step(self, valid_score: float) -> None:
         """After a validation: decay on a plateau, or once ``lr_decay_updates`` have passed."""

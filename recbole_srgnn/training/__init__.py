@@ -3,6 +3,7 @@
 Modules, each importing only those listed before it:
 
 - ``recbole_compat``: every RecBole 1.2.1 behaviour worked around, and how to tell it can go
+- ``lr_schedules``: the learning-rate schedules (``lr_scheduler``) the trainer builds
 - ``models``: model names (plugin models first, RecBole's built-ins, ``RecBoleSRGNN``)
 - ``config``: configuration layers merged into RecBole's ``Config`` (no files besides YAML read)
 - ``datasets``: the dataset step (build or find the files) that comes before a ``Config``
