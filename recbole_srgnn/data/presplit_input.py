@@ -148,12 +148,17 @@ def _read_pickle_train(path: Path) -> list[list[int]]:
     _check_plain(data, path)
     if not isinstance(data, (list, tuple)) or not data:
         raise InputError(f"{path} must hold a non-empty list of sessions (lists of item ids)")
-    sessions = []
-    for k, session in enumerate(data, start=1):
-        if not isinstance(session, (list, tuple)) or not session:
-            raise InputError(f"{path}: session {k} is not a non-empty list of item ids")
-        sessions.append(_item_ids(session, f"{path} session {k}"))
-    return sessions
+    return _id_lists(data, path, "session")
+
+
+def _id_lists(lists, path: Path, what: str) -> list[list[int]]:
+    """Each of ``lists`` as a non-empty list of item ids; ``what`` names one in messages."""
+    out = []
+    for k, values in enumerate(lists, start=1):
+        if not isinstance(values, (list, tuple)) or not values:
+            raise InputError(f"{path}: {what} {k} is not a non-empty list of item ids")
+        out.append(_item_ids(values, f"{path} {what} {k}"))
+    return out
 
 
 def _looks_like_times(values: list) -> str | None:
@@ -181,11 +186,7 @@ def _read_pickle_test(path: Path) -> dict[str, list]:
         raise InputError(f"{path} has no test cases")
     if len(targets_raw) != n:
         raise InputError(f"{path}: {n} prefixes but {len(targets_raw)} targets")
-    prefixes = []
-    for k, prefix in enumerate(prefixes_raw, start=1):
-        if not isinstance(prefix, (list, tuple)) or not prefix:
-            raise InputError(f"{path}: prefix {k} is not a non-empty list of item ids")
-        prefixes.append(_item_ids(prefix, f"{path} prefix {k}"))
+    prefixes = _id_lists(prefixes_raw, path, "prefix")
     targets = _item_ids(targets_raw, f"{path} targets")
     ids = times = None
     for column in extra:
