@@ -152,11 +152,9 @@ def test_empty_and_invalid(tmp_path):
         write_cases(tmp_path / "b.inter", bad)
 
 
-def test_million_cases_fast(tmp_path):
-    """About 1M cases write in well under 2 s of CPU time (~0.6 s measured; CPU time rather
-    than wall time, because the 2-core machine is shared)."""
-    import time
-
+def test_a_million_cases_write_every_row(tmp_path):
+    """About 1M cases (many output chunks) write one row each. Speed is measured by
+    benchmarks/convert_speed.py, not here."""
     rng = np.random.default_rng(0)
     lengths = rng.geometric(0.2, 200_000) + 1
     sid = np.repeat(np.arange(1, len(lengths) + 1), lengths)
@@ -164,7 +162,8 @@ def test_million_cases_fast(tmp_path):
     ts = 1_430_000_000_000 + np.sort(rng.integers(0, 10**10, len(sid)))
     cases = sessions_to_cases(sid, items, ts)
     assert len(cases) > 900_000
-    began = time.process_time()
     write_cases(tmp_path / "m.inter", cases)
-    assert time.process_time() - began < 2.0
     assert cases_file_rows(tmp_path / "m.inter") == len(cases)
+    with open(tmp_path / "m.inter") as handle:
+        last = handle.readlines()[-1].rstrip("\n").split("\t")
+    assert int(last[0]) == int(cases.session_id[-1]) and int(last[2]) == int(cases.target[-1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -71,13 +70,11 @@ def test_bad_options_are_refused():
 
 def test_a_retailrocket_sized_catalogue_scores_a_batch():
     n_items = 466_868  # RetailRocket's item count
-    started = time.perf_counter()
     network = networks.SRGNN(n_items).eval()  # embedding_size 100, as in the paper
     seq = torch.randint(1, n_items, (4, 10))
     with torch.no_grad():
         scores = network(seq, torch.tensor([10, 3, 1, 7]))
     assert scores.shape == (4, n_items) and torch.isfinite(scores).all()
-    assert time.perf_counter() - started < 120
 
 
 def test_the_adapter_and_its_network_share_every_tensor_through_copies_and_moves():

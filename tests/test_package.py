@@ -41,6 +41,7 @@ def test_wheel_runs_a_comparison_outside_the_checkout(tmp_path):
 
     config = yaml.safe_load(SMOKE.read_text())  # the smoke comparison, smaller still
     config["seeds"] = [1]
+    config["isolate"] = False  # the isolated path is test_compare's; here the installed copy runs
     config["tuning"] = {"budget": 1}
     config["settings"]["data_path"] = str(tmp_path / "data")
     config["models"] = [{"name": "SRGNN", "grid": {"learning_rate": [0.01]}},

@@ -71,9 +71,10 @@ def test_help_documents_the_options(workdir):
         assert option in proc.stdout
 
 
-def test_unknown_model_is_one_line_exit_2(workdir):
-    proc = run_cli("--model=NoSuchModel", "--dataset=tiny", f"--data_path={workdir / 'data'}",
-                   cwd=workdir)
+def test_unknown_model_is_one_line_exit_2(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    proc = main_in_process("--model=NoSuchModel", "--dataset=tiny",
+                           f"--data_path={workdir / 'data'}", capsys=capsys)
     assert_one_line_error(proc, "NoSuchModel", "RecBoleSRGNN")
 
 

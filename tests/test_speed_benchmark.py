@@ -15,7 +15,7 @@ def test_speed_benchmark_smoke(tmp_path):
     command = [
         sys.executable, "-m", "benchmarks.speed",
         "--datasets", "retailrocket-synthetic",
-        "--models", "SRGNN", "RecBoleSRGNN", "LastItem",
+        "--models", "SRGNN", "RecBoleSRGNN",
         "--batches", "2", "--warmup", "1", "--rounds", "1", "--graph-batches", "2",
         "--batch-size", "64", "--embedding-size", "16", "--synthetic-events", "10000",
         "--data-path", str(tmp_path / "dataset"), "--out", str(out),
@@ -24,7 +24,7 @@ def test_speed_benchmark_smoke(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "speed.json").read_text())
     rows = {r["model"]: r for r in report["results"]}
-    assert set(rows) == {"SRGNN", "RecBoleSRGNN", "LastItem"}
+    assert set(rows) == {"SRGNN", "RecBoleSRGNN"}
     for row in rows.values():
         assert row["cases"] == 2 * 64 and row["sequences_per_second"] > 0 and row["peak_rss_mb"] > 0
     graph = rows["SRGNN"]["graph_builder"]

@@ -345,13 +345,11 @@ def test_run_py_trains_with_ssm_and_evaluates_on_the_full_catalogue(workdir):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(result_file.read_text())
 
+    # (draws deterministic under the seed: test_draws_are_deterministic_under_the_seed and the
+    # resume tests below, in-process)
     first = train("ssm", "--loss_type=SSM", "--num_negatives=8", "--sample_alpha=0.5")
     assert first["config"]["loss_type"] == "SSM" and first["config"]["num_negatives"] == 8
-    again = train("ssm-again", "--loss_type=SSM", "--num_negatives=8", "--sample_alpha=0.5")
-    assert again["test_result"] == first["test_result"]  # deterministic under the seed
-    ce = train("ce")
-    assert ce["test_result"] != first["test_result"]
-    assert set(first["test_result"]) == set(ce["test_result"])  # the same full ranking metrics
+    assert {"hit@10", "mrr@10"} <= set(first["test_result"])  # full ranking metrics
     checkpoint = first["checkpoint"]
     evaluated = workdir / "ssm-eval.json"
     proc = run_cli(f"--checkpoint={checkpoint}", f"--result_file={evaluated}", "--quiet",
@@ -436,17 +434,16 @@ def test_ssm_speed_benchmark_smoke(tmp_path):
     out = tmp_path / "results"
     command = [sys.executable, "-m", "benchmarks.ssm", "--batches", "2", "--warmup", "1",
                "--rounds", "1", "--batch_size", "32", "--embedding_size", "8",
-               "--synthetic_events", "6000", "--negatives", "16", "100000",
+               "--synthetic_events", "6000", "--negatives", "16",
                "--data_path", str(tmp_path / "dataset"), "--out", str(out), "--threads", "1"]
     done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "ssm_speed.json").read_text())
     rows = {r["variant"]: r for r in report["results"]}
-    assert list(rows) == ["CE", "SSM 16", "SSM 100000"]
+    assert list(rows) == ["CE", "SSM 16"]
     assert all(r["cases"] == 2 * 32 and r["sequences_per_second"] > 0 for r in rows.values())
     assert rows["SSM 16"]["num_negatives_used"] == 16
-    assert rows["SSM 100000"]["num_negatives_used"] == rows["CE"]["num_items"] - 1  # clamped
     assert rows["SSM 16"]["ssm_correction"] == "importance" and rows["CE"]["ssm_correction"] is None
     text = (out / "ssm_speed.md").read_text()
     assert "| SSM 16 | 16 | 16 |" in text and "estimator `ssm_correction: importance`" in text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pandas as pd
@@ -148,9 +147,6 @@ def test_small_sizes_are_exact():
 
 
 @pytest.mark.slow
-def test_full_size_is_fast(tmp_path):
-    started = time.perf_counter()
+def test_full_size_writes_every_row(tmp_path):
     path = write_events_csv(tmp_path / "events.csv", n_events=2_756_101)
-    elapsed = time.perf_counter() - started
-    assert sum(1 for _ in open(path)) == 2_756_102
-    assert elapsed < 30, elapsed  # a few seconds on an idle machine
+    assert sum(1 for _ in open(path)) == 2_756_102  # speed: benchmarks/convert_speed.py
